@@ -1,0 +1,146 @@
+"""Reading and writing weight files safely, and loading any known layout into a model.
+
+Only safetensors and ``torch.load(weights_only=True)`` are used: a checkpoint from a stranger cannot run
+code here. Loading adapts what can be adapted (a new head for another class count, position tables for
+another window, patch embedding for another channel count) and reports the rest by key name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .convert import convert_state_dict
+from .layers.position import resize_position_table
+
+log = logging.getLogger("swinv2")
+PRETRAINING_ONLY = ("mask_token", "decoder.")
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata from a ``.safetensors`` file or a weights-only torch pickle."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f}, dict(f.metadata() or {})
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unpickler refusal, a truncated file, not a checkpoint at all
+        raise ValueError(
+            f"{path} could not be read as a weights-only checkpoint ({type(exc).__name__}: {str(exc)[:300]}). "
+            "Only tensors and plain containers are accepted; convert trusted files to .safetensors."
+        ) from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a state dict")
+    return obj, {}
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write a model's tensors (and its config, for SwinV2 models) to ``.safetensors``, atomically."""
+    meta = {"format": "swinv2"}
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None:
+        meta["config"] = json.dumps(cfg.to_dict())
+    meta.update(metadata or {})
+    write_safetensors(model.state_dict(), path, meta)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+@dataclass
+class LoadReport:
+    """What happened to each key when a checkpoint was loaded into a model."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self) -> str:
+        parts = [
+            f"{name}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''} ({len(keys)})"
+            for name, keys in vars(self).items()
+            if keys
+        ]
+        return "; ".join(parts) or "all keys loaded"
+
+
+def _adapt(key: str, value: torch.Tensor, target: torch.Tensor, report: LoadReport) -> torch.Tensor | None:
+    """``value`` reshaped for the model where the change is meaningful, else None (mis-shaped)."""
+    if key.endswith("rel_pos.table") and value.shape[1] == target.shape[1]:
+        old, new = _table_window(value.shape[0]), _table_window(target.shape[0])
+        if old and new:
+            report.adapted.append(f"{key} (window {old} -> {new}, bicubic)")
+            return resize_position_table(value, old, new)
+    if key == "patch_embed.proj.weight" and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
+        c_old, c_new = value.shape[1], target.shape[1]
+        # Same response to a grey image whichever way the channels go (timm's input-conv adaptation).
+        adapted = value.sum(1, keepdim=True).repeat(1, c_new, 1, 1) / c_new
+        report.adapted.append(f"{key} ({c_old} -> {c_new} input channels)")
+        return adapted
+    return None
+
+
+def _table_window(length: int) -> tuple[int, int] | None:
+    side = math.isqrt(length)
+    return ((side + 1) // 2,) * 2 if side * side == length and side % 2 else None
+
+
+def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = False) -> LoadReport:
+    """Load a state dict already in this project's layout, adapting heads, tables and input channels."""
+    report = LoadReport()
+    own = model.state_dict()
+    kept = {}
+    for key, value in state_dict.items():
+        if key.startswith(PRETRAINING_ONLY) and key not in own:
+            report.ignored.append(key)
+        elif key not in own or own[key].shape == value.shape:
+            kept[key] = value
+        elif key.startswith("head."):
+            report.adapted.append(f"{key} (re-created for {own[key].shape[0]} classes)")
+        elif (adapted := _adapt(key, value, own[key], report)) is not None:
+            kept[key] = adapted
+        else:
+            report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
+    result = model.load_state_dict(kept, strict=False)
+    report.missing = [
+        k for k in result.missing_keys if not (k.startswith("head.") and any("head." in a for a in report.adapted))
+    ]
+    report.unexpected = list(result.unexpected_keys)
+    if strict and not report.clean:
+        raise ValueError(f"checkpoint does not match the model: {report.summary()}")
+    return report
+
+
+def load_pretrained(
+    model: nn.Module, path: str | os.PathLike, source: str = "auto", strict: bool = False
+) -> LoadReport:
+    """Read ``path`` (any known layout), convert, adapt and load it into ``model``; log what did not fit."""
+    tensors, _ = read_checkpoint(path)
+    report = load_state_dict_into(model, convert_state_dict(tensors, source), strict=strict)
+    (log.info if report.clean else log.warning)("loaded %s: %s", path, report.summary())
+    return report

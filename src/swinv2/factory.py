@@ -1,0 +1,48 @@
+"""``create_model``: build a registered SwinV2 by name, optionally loading weights of any known layout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from .models.swinv2 import SwinV2
+from .registry import get_config
+
+log = logging.getLogger("swinv2")
+
+
+def create_model(
+    name: str,
+    *,
+    pretrained: str | os.PathLike | None = None,
+    source: str = "auto",
+    strict: bool = False,
+    grad_checkpointing: bool = False,
+    **overrides: object,
+) -> SwinV2:
+    """Build model ``name`` with config fields replaced by ``overrides``.
+
+    ``pretrained`` is a checkpoint file (``.safetensors``, or ``.pth``/``.bin`` read with
+    ``weights_only=True``) in any layout :func:`swinv2.convert_state_dict` knows. A differing class count
+    re-creates the head, other windows rebuild the position tables, and files written by this project
+    also bring the windows they were trained with (so Log-CPB keeps its coordinates) unless
+    ``pretrained_window_sizes`` is given. Problems are logged by key name; ``strict=True`` raises instead.
+    """
+    if pretrained is None:
+        model = SwinV2(get_config(name, **overrides))
+    else:
+        from .checkpoint import load_state_dict_into, read_checkpoint
+        from .convert import convert_state_dict
+
+        tensors, meta = read_checkpoint(pretrained)
+        if "config" in meta and "pretrained_window_sizes" not in overrides:
+            trained = json.loads(meta["config"])["pretrained_window_sizes"]
+            overrides["pretrained_window_sizes"] = tuple(p if isinstance(p, int) else tuple(p) for p in trained)
+        model = SwinV2(get_config(name, **overrides))
+        report = load_state_dict_into(model, convert_state_dict(tensors, source), strict=strict)
+        (log.info if report.clean else log.warning)("loaded %s: %s", pretrained, report.summary())
+        model.load_report = report
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return model

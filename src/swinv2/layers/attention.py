@@ -1,0 +1,112 @@
+"""Window multi-head self-attention: SwinV2's scaled cosine attention or Swin V1's scaled dot product.
+
+Scaled cosine attention (paper eq. 2): ``sim(q, k) = cos(q, k) / tau + B``, with a learned per-head
+``logit_scale = ln(1 / tau)`` clamped at ln(100) so that tau >= 0.01. It keeps attention logits bounded,
+which is what lets large models train stably together with res-post-norm.
+
+Two numerically equivalent paths compute it: the explicit one (matrices as the paper writes them; the
+reference in tests) and a fused one through ``F.scaled_dot_product_attention`` with the logit scale
+folded into the normalised queries, ``scale=1.0``, and bias plus mask as one additive float mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .position import ContinuousPositionBias, RelativePositionTable, Window
+
+MAX_LOGIT_SCALE = math.log(1.0 / 0.01)
+ATTENTION_TYPES = ("cosine", "dot")
+POSITION_BIASES = ("log_cpb", "linear_cpb", "table")
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention within windows of ``N`` tokens, with a relative position bias."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: Window,
+        pretrained_window: Window,
+        attention: str = "cosine",
+        position_bias: str = "log_cpb",
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        fused: bool = True,
+        cpb_hidden: int = 512,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        if attention not in ATTENTION_TYPES:
+            raise ValueError(f"attention must be one of {ATTENTION_TYPES}, got {attention!r}")
+        if position_bias not in POSITION_BIASES:
+            raise ValueError(f"position_bias must be one of {POSITION_BIASES}, got {position_bias!r}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.attention = attention
+        self.fused = fused
+        self.attn_drop = attn_drop
+        # q and v carry biases, k none (a key bias cancels in the softmax); stored apart as in the official layout.
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        if attention == "cosine":
+            self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
+        if position_bias == "table":
+            self.rel_pos: nn.Module = RelativePositionTable(num_heads, window)
+        else:
+            log_spaced = position_bias == "log_cpb"
+            self.rel_pos = ContinuousPositionBias(num_heads, pretrained_window, log_spaced, cpb_hidden)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        b, n, _ = x.shape
+        qkv = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, self.head_dim)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B_, heads, N, hd)
+
+    def forward(self, x: torch.Tensor, window: Window, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``(B * nW, N, C)`` windows; ``mask``: additive ``(nW, N, N)`` or None."""
+        b_, n, c = x.shape
+        q, k, v = self._qkv(x)
+        bias = self.rel_pos(window).to(q.dtype)  # (heads, N, N)
+        if mask is not None:
+            nw = mask.shape[0]
+            bias = bias.unsqueeze(0) + mask.unsqueeze(1).to(q.dtype)  # (nW, heads, N, N)
+            q, k, v = (t.view(b_ // nw, nw, self.num_heads, n, self.head_dim) for t in (q, k, v))
+        out = self._fused(q, k, v, bias) if self.fused else self._explicit(q, k, v, bias)
+        out = out.reshape(b_, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(b_, n, c)
+        return self.proj_drop(self.proj(out))
+
+    def logit_scale_value(self) -> torch.Tensor:
+        """``1 / tau`` per head, ``(heads, 1, 1)``."""
+        return torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if self.attention == "cosine":
+            attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+            attn = attn * self.logit_scale_value()
+        else:
+            attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
+        attn = torch.softmax(attn + bias, dim=-1)
+        attn = F.dropout(attn, self.attn_drop, self.training)
+        return attn @ v
+
+    def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if self.attention == "cosine":
+            q = F.normalize(q, dim=-1) * self.logit_scale_value().to(q.dtype)
+            k = F.normalize(k, dim=-1)
+        else:
+            q = q * self.head_dim**-0.5
+        dropout = self.attn_drop if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)

@@ -1,0 +1,46 @@
+"""Patch embedding (image -> tokens) and SwinV2 patch merging (2x2 tokens -> 1, channels doubled).
+
+Both work on channels-last maps ``(B, H, W, C)`` and pad odd or non-multiple sizes with zeros, so any
+image size is accepted.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``patch x patch`` convolution then LayerNorm: ``(B, C_in, H, W)`` -> ``(B, H/p, W/p, C)``."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        pad_h, pad_w = (-x.shape[-2]) % p, (-x.shape[-1]) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/p, W/p, C)
+
+
+class PatchMerging(nn.Module):
+    """SwinV2 merging: concatenate each 2x2 neighbourhood, ``Linear(4C, 2C)``, then LayerNorm (V2 order)."""
+
+    def __init__(self, dim: int, out_dim: int | None = None):
+        super().__init__()
+        self.out_dim = out_dim or 2 * dim
+        self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False)
+        self.norm = nn.LayerNorm(self.out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w, _ = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        # The order (0,0), (1,0), (0,1), (1,1) of (row, col) offsets is what every released checkpoint uses.
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        return self.norm(self.reduction(x))  # (B, H/2, W/2, 2C)

@@ -1,0 +1,107 @@
+"""Architecture hyper-parameters of a SwinV2 image model, as one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..layers import ATTENTION_TYPES, POSITION_BIASES
+
+NORM_PLACEMENTS = ("res_post", "pre")
+
+
+def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``8`` -> ``(8, 8)``; pairs pass through as tuples."""
+    if isinstance(value, int):
+        return (value, value)
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"expected an int or a pair, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SwinV2Config:
+    """Everything that defines the network (nothing about training).
+
+    ``pretrained_window_sizes[i]`` is the window stage ``i`` was (pre)trained with; Log-CPB normalises
+    relative coordinates by it so that a larger window later extrapolates instead of re-scaling. 0 means
+    "this model's own window at ``img_size``", resolved once when the model is built.
+    ``norm``, ``attention`` and ``position_bias`` are the paper's ablation switches (V1 = ``pre``, ``dot``,
+    ``table``). ``clip_windows=False`` and ``mask_padding=False`` reproduce torchvision's behaviour
+    (pad up to the window, attend to padding); the defaults follow the official code and keep padding
+    out of attention.
+    """
+
+    img_size: int | tuple[int, int] = 256
+    patch_size: int = 4
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int | tuple[int, int] = 8
+    pretrained_window_sizes: int | tuple[int | tuple[int, int], ...] = 0
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    norm: str = "res_post"
+    attention: str = "cosine"
+    position_bias: str = "log_cpb"
+    extra_norm_every: int = 0
+    clip_windows: bool = True
+    mask_padding: bool = True
+    fused_attention: bool = True
+    cpb_hidden: int = 512
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depths", tuple(self.depths))
+        object.__setattr__(self, "num_heads", tuple(self.num_heads))
+        pws = self.pretrained_window_sizes
+        pws = (pws,) * len(self.depths) if isinstance(pws, int) else pws
+        object.__setattr__(self, "pretrained_window_sizes", tuple(p if isinstance(p, int) else to_pair(p) for p in pws))
+        self._validate()
+
+    def _validate(self) -> None:
+        n = len(self.depths)
+        if n == 0 or len(self.num_heads) != n or len(self.pretrained_window_sizes) != n:
+            raise ValueError(
+                f"depths, num_heads and pretrained_window_sizes need one entry per stage; got "
+                f"{self.depths}, {self.num_heads}, {self.pretrained_window_sizes}"
+            )
+        for i, heads in enumerate(self.num_heads):
+            if (self.embed_dim * 2**i) % heads:
+                raise ValueError(f"stage {i}: width {self.embed_dim * 2**i} is not divisible by {heads} heads")
+        if min(to_pair(self.window_size)) < 1 or min(to_pair(self.img_size)) < 1 or self.patch_size < 1:
+            raise ValueError("img_size, window_size and patch_size must be >= 1")
+        if any(min(to_pair(p)) < 0 for p in self.pretrained_window_sizes):
+            raise ValueError(f"pretrained_window_sizes must be >= 0, got {self.pretrained_window_sizes}")
+        for field, value, allowed in (
+            ("norm", self.norm, NORM_PLACEMENTS),
+            ("attention", self.attention, ATTENTION_TYPES),
+            ("position_bias", self.position_bias, POSITION_BIASES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{field} must be one of {allowed}, got {value!r}")
+
+    @property
+    def num_features(self) -> int:
+        return self.embed_dim * 2 ** (len(self.depths) - 1)
+
+    def stage_feature_sizes(self, img_size: int | tuple[int, int] | None = None) -> list[tuple[int, int]]:
+        """Token-grid size of each stage for an image (padding rounds up, as the model does)."""
+        h, w = to_pair(self.img_size if img_size is None else img_size)
+        h, w = -(-h // self.patch_size), -(-w // self.patch_size)
+        sizes = [(h, w)]
+        for _ in self.depths[1:]:
+            h, w = -(-h // 2), -(-w // 2)
+            sizes.append((h, w))
+        return sizes
+
+    def replace(self, **changes: object) -> SwinV2Config:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

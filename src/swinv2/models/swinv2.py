@@ -1,0 +1,312 @@
+"""Swin Transformer V2 (Liu et al., "Swin Transformer V2: Scaling Up Capacity and Resolution", CVPR 2022).
+
+The image model is a hierarchy of stages over a token grid. Each stage (after the first) halves the grid
+with patch merging, then runs blocks of window attention, every second one on windows shifted by half a
+window so information crosses window borders. SwinV2 changes three things from Swin V1, each switchable
+here for the paper's ablations:
+
+* res-post-norm: the LayerNorm moves to the end of each residual branch (``x + norm(f(x))``), zero
+  initialised, so activations no longer grow with depth (``norm="pre"`` restores V1);
+* scaled cosine attention with a learned temperature per head (``attention="dot"`` restores V1);
+* log-spaced continuous position bias, which transfers to larger windows (``position_bias="table"`` is
+  V1's table, ``"linear_cpb"`` the linear-spaced CPB baseline).
+
+H and G also get an extra LayerNorm on the main branch every ``extra_norm_every`` blocks.
+Blocks work on channels-last maps ``(B, H, W, C)``; any image size is accepted (padding where needed).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from torchvision.ops import StochasticDepth
+
+from ..layers import (
+    Mlp,
+    PatchEmbed,
+    PatchMerging,
+    RelativePositionTable,
+    WindowAttention,
+    attention_mask,
+    effective_window,
+    pad_to_window,
+    window_partition,
+    window_reverse,
+)
+from .config import SwinV2Config, to_pair
+
+Window = tuple[int, int]
+
+
+class SwinV2Block(nn.Module):
+    """One transformer block: (shifted) window attention then MLP, each a residual branch."""
+
+    def __init__(
+        self,
+        cfg: SwinV2Config,
+        dim: int,
+        num_heads: int,
+        window: Window,
+        shifted: bool,
+        pretrained_window: Window,
+        drop_path: float,
+        extra_norm: bool,
+    ):
+        super().__init__()
+        self.post_norm = cfg.norm == "res_post"
+        self.clip_windows = cfg.clip_windows
+        self.mask_padding = cfg.mask_padding
+        self.shifted = shifted
+        self.set_window(window)
+        self.attn = WindowAttention(
+            dim,
+            num_heads,
+            window,
+            pretrained_window,
+            attention=cfg.attention,
+            position_bias=cfg.position_bias,
+            qkv_bias=cfg.qkv_bias,
+            attn_drop=cfg.attn_drop_rate,
+            proj_drop=cfg.drop_rate,
+            fused=cfg.fused_attention,
+            cpb_hidden=cfg.cpb_hidden,
+        )
+        self.norm1 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), drop=cfg.drop_rate)
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        self.extra_norm = nn.LayerNorm(dim) if extra_norm else None
+        self._masks: dict[tuple, torch.Tensor | None] = {}
+
+    def set_window(self, window: Window) -> None:
+        """Target window (clipped per input in :meth:`forward`); shifted blocks shift by half of it."""
+        self.window = to_pair(window)
+        self.shift = tuple(w // 2 for w in self.window) if self.shifted else (0, 0)
+        self._masks = {}
+
+    def _mask(self, padded: Window, window: Window, shift: Window, valid: Window, device) -> torch.Tensor | None:
+        key = (padded, window, shift, valid, device)
+        if key not in self._masks:
+            self._masks[key] = attention_mask(padded, window, shift, valid, self.mask_padding, device)
+        return self._masks[key]
+
+    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w, _ = x.shape
+        window, shift = effective_window((h, w), self.window, self.shift, self.clip_windows)
+        x, pad_h, pad_w = pad_to_window(x, window)
+        padded = (h + pad_h, w + pad_w)
+        if any(shift):
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        mask = self._mask(padded, window, shift, (h, w), x.device)
+        windows = self.attn(window_partition(x, window), window, mask)  # (B * nW, N, C)
+        x = window_reverse(windows, window, *padded)  # (B, Hp, Wp, C)
+        if any(shift):
+            x = torch.roll(x, shifts=shift, dims=(1, 2))
+        return x[:, :h, :w] if pad_h or pad_w else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:
+            x = x + self.drop_path(self.norm1(self._window_attention(x)))
+            x = x + self.drop_path(self.norm2(self.mlp(x)))
+        else:
+            x = x + self.drop_path(self._window_attention(self.norm1(x)))
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.extra_norm is not None:
+            x = self.extra_norm(x)
+        return x
+
+
+class SwinV2Stage(nn.Module):
+    """Optional patch merging followed by ``depth`` blocks alternating plain and shifted windows."""
+
+    def __init__(
+        self,
+        cfg: SwinV2Config,
+        index: int,
+        window: Window,
+        pretrained_window: Window,
+        drop_paths: list[float],
+    ):
+        super().__init__()
+        dim = cfg.embed_dim * 2**index
+        self.downsample = PatchMerging(dim // 2) if index > 0 else nn.Identity()
+        every = cfg.extra_norm_every
+        self.blocks = nn.ModuleList(
+            SwinV2Block(
+                cfg,
+                dim,
+                cfg.num_heads[index],
+                window,
+                shifted=j % 2 == 1,
+                pretrained_window=pretrained_window,
+                drop_path=drop_paths[j],
+                extra_norm=every > 0 and (j + 1) % every == 0,
+            )
+            for j in range(cfg.depths[index])
+        )
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+def resolve_windows(cfg: SwinV2Config) -> tuple[list[Window], list[Window]]:
+    """Per stage: the window used at ``cfg.img_size`` and the window Log-CPB normalises by."""
+    window = to_pair(cfg.window_size)
+    used, pretrained = [], []
+    for size, pws in zip(cfg.stage_feature_sizes(), cfg.pretrained_window_sizes):
+        win, _ = effective_window(size, window, (0, 0), cfg.clip_windows)
+        used.append(win)
+        pretrained.append(to_pair(pws) if min(to_pair(pws)) > 0 else win)
+    return used, pretrained
+
+
+class SwinV2(nn.Module):
+    """SwinV2 image classifier: patch embedding, stages, final LayerNorm, average pool, linear head."""
+
+    def __init__(self, cfg: SwinV2Config):
+        super().__init__()
+        used, pretrained = resolve_windows(cfg)
+        # Keep the resolved pretrained windows in the config so a reloaded or resized model keeps them.
+        self.cfg = cfg.replace(pretrained_window_sizes=tuple(p[0] if p[0] == p[1] else p for p in pretrained))
+        self._pretrained_windows = pretrained
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()
+        starts = [sum(cfg.depths[:i]) for i in range(len(cfg.depths))]
+        self.stages = nn.ModuleList(
+            SwinV2Stage(cfg, i, to_pair(cfg.window_size), pretrained[i], rates[starts[i] : starts[i] + d])
+            for i, d in enumerate(cfg.depths)
+        )
+        self.num_features = cfg.num_features
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.drop_rate)
+        self._resize_position_tables(used)
+        self.init_weights()
+
+    # ----------------------------------------------------------------------------------------- setup
+    def init_weights(self) -> None:
+        """Official init: truncated-normal linears, then zeroed post-norms (every block starts as identity)."""
+        self.apply(_init_module)
+        if self.cfg.norm == "res_post":
+            for stage in self.stages:
+                for block in stage.blocks:
+                    for norm in (block.norm1, block.norm2):
+                        nn.init.zeros_(norm.weight)
+                        nn.init.zeros_(norm.bias)
+
+    def _resize_position_tables(self, windows: list[Window]) -> None:
+        for stage, window in zip(self.stages, windows):
+            for block in stage.blocks:
+                if isinstance(block.attn.rel_pos, RelativePositionTable):
+                    block.attn.rel_pos.resize_(window)
+
+    def set_input_size(
+        self, img_size: int | tuple[int, int] | None = None, window_size: int | tuple[int, int] | None = None
+    ) -> None:
+        """Change the nominal image size and/or window, keeping the pretrained windows (Log-CPB transfer).
+
+        V1 position tables are bicubic-resized to the new windows, as V1 fine-tuning does.
+        """
+        cfg = self.cfg.replace(
+            img_size=self.cfg.img_size if img_size is None else img_size,
+            window_size=self.cfg.window_size if window_size is None else window_size,
+        )
+        used, _ = resolve_windows(cfg)
+        self.cfg = cfg
+        for stage in self.stages:
+            for block in stage.blocks:
+                block.set_window(to_pair(cfg.window_size))
+        self._resize_position_tables(used)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them."""
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that the recipe excludes from weight decay (besides all 1-D params and biases)."""
+        keywords = ("logit_scale", "rel_pos.")
+        return {name for name, _ in self.named_parameters() if any(k in name for k in keywords)}
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.reset(num_classes)
+        self.cfg = self.cfg.replace(num_classes=num_classes)
+
+    # --------------------------------------------------------------------------------------- forward
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.cfg.in_chans:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected images of shape (B, {self.cfg.in_chans}, H, W), got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected a floating-point image tensor, got dtype {x.dtype}")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` -> final normed token map ``(B, H/32, W/32, num_features)``."""
+        self._check_input(x)
+        x = self.pos_drop(self.patch_embed(x))
+        for stage in self.stages:
+            x = stage(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: list[int] | None = None, intermediates_only: bool = False
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-stage feature maps as NCHW (strides 4, 8, 16, 32), plus the final normed map unless
+        ``intermediates_only``. ``indices`` picks stages (default: all)."""
+        self._check_input(x)
+        take = set(range(len(self.stages)) if indices is None else indices)
+        x = self.pos_drop(self.patch_embed(x))
+        features = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in take:
+                features.append(x.permute(0, 3, 1, 2))  # (B, C, H, W)
+        if intermediates_only:
+            return features
+        return self.norm(x), features
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool over the token map, dropout, linear classifier (Identity for 0 classes)."""
+
+    def __init__(self, in_features: int, num_classes: int, drop: float = 0.0):
+        super().__init__()
+        self.in_features = in_features
+        self.drop = nn.Dropout(drop)
+        self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int) -> None:
+        device = next(self.parameters(), torch.empty(0)).device
+        self.fc = nn.Linear(self.in_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        _init_module(self.fc)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(x.mean(dim=(1, 2)))  # (B, H, W, C) -> (B, C)
+        return x if pre_logits else self.fc(x)
+
+
+def _init_module(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+__all__ = ["ClassifierHead", "SwinV2", "SwinV2Block", "SwinV2Config", "SwinV2Stage", "resolve_windows"]

@@ -1,0 +1,37 @@
+"""Shared test utilities: parameter randomisation and parity reporting."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give EVERY parameter a random, non-default value.
+
+    Default SwinV2 init zeroes the post-norms, which makes every block an identity: a parity test on
+    default weights would compare patch embeddings and heads only.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        r = torch.randn(p.shape, generator=gen)
+        if name.endswith("logit_scale"):
+            # ln(2) .. ln(200): some heads exceed the ln(100) clamp, so the clamp is exercised too.
+            p.copy_(torch.empty(p.shape).uniform_(math.log(2), math.log(200), generator=gen))
+        elif p.ndim == 1 and ("norm" in name or "layernorm" in name) and name.endswith("weight"):
+            p.copy_(1 + 0.2 * r)
+        elif p.ndim == 1:
+            p.copy_(0.1 * r)
+        else:
+            fan_in = p[0].numel()
+            p.copy_(r / math.sqrt(fan_in))
+    return module
+
+
+def diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(max, mean) absolute difference, printed by every parity test."""
+    d = (a.float() - b.float()).abs()
+    return d.max().item(), d.mean().item()
