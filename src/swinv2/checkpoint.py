@@ -33,7 +33,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f}, dict(f.metadata() or {})
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118 (not iterable)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an unpickler refusal, a truncated file, not a checkpoint at all
@@ -127,8 +127,10 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], 
         else:
             report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
     result = model.load_state_dict(kept, strict=False)
+    head_recreated = any(a.startswith("head.") for a in report.adapted)
+    not_loaded = {m.split(" ")[0] for m in report.mismatched}  # reported once, as mis-shaped
     report.missing = [
-        k for k in result.missing_keys if not (k.startswith("head.") and any("head." in a for a in report.adapted))
+        k for k in result.missing_keys if k not in not_loaded and not (head_recreated and k.startswith("head."))
     ]
     report.unexpected = list(result.unexpected_keys)
     if strict and not report.clean:
