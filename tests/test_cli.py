@@ -47,3 +47,52 @@ def test_convert_bad_arguments():
     assert out.returncode == 2 and "must end in .safetensors" in out.stderr
     out = run("convert", "missing.pth", "out.safetensors")
     assert out.returncode == 2 and "checkpoint not found" in out.stderr
+
+
+def test_train_eval_predict_end_to_end(tmp_path):
+    from swinv2.data import find_fashion_mnist, load_fashion_mnist
+
+    try:
+        find_fashion_mnist(download=False)
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST IDX files not installed (dataset-fashion-mnist)")
+    run_dir = tmp_path / "run"
+    out = run(
+        "train",
+        "--model",
+        "swinv2_test_window4_32",
+        "--train-limit",
+        "256",
+        "--val-limit",
+        "128",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--output",
+        str(run_dir),
+        "--no-progress",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "epoch 1/1" in out.stdout and "done: top1" in out.stdout
+    again = run("train", "--output", str(run_dir))
+    assert again.returncode == 2 and "--resume" in again.stderr
+    out = run("eval", str(run_dir), "--limit", "128", "--img-size", "48", "--window-size", "6")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["images"] == 128 and 0 <= result["top1"] <= 100 and result["img_size"] == 48
+
+    from PIL import Image
+
+    images, _ = load_fashion_mnist("test")
+    path = tmp_path / "item.png"
+    Image.fromarray(images[0].numpy()).save(path)
+    out = run("predict", str(run_dir), str(path), "--topk", "3")
+    assert out.returncode == 0, out.stderr
+    names = [part.rsplit(" ", 1)[0] for part in out.stdout.split(": ", 1)[1].strip().split(", ")]
+    assert len(names) == 3 and all(
+        n in {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
+        for n in names
+    )
+    bad = run("predict", str(run_dir), str(tmp_path / "missing.png"))
+    assert bad.returncode == 2 and "image not found" in bad.stderr

@@ -65,6 +65,89 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_recipe(args: argparse.Namespace):
+    from .train import TrainRecipe
+
+    if args.resume:
+        from pathlib import Path
+
+        recipe = TrainRecipe.load(Path(args.resume) / "config.json")
+        if args.epochs is not None:
+            recipe.epochs = args.epochs  # extend a finished or interrupted run
+        recipe.output = args.resume
+        return recipe
+    fields = {f: getattr(args, f) for f in TRAIN_FLAGS if getattr(args, f) is not None}
+    return TrainRecipe(**fields)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import fit
+
+    summary = fit(_train_recipe(args), resume=bool(args.resume), progress=not args.no_progress)
+    return 0 if summary is not None else 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from .data import build_classification_data
+    from .infer import load_classifier
+    from .train.loop import evaluate, resolve_device
+
+    model, _ = load_classifier(args.checkpoint, args.img_size, args.window_size)
+    size = model.cfg.img_size if isinstance(model.cfg.img_size, int) else model.cfg.img_size[0]
+    data = build_classification_data(args.data, size, model.cfg.in_chans, {}, 1, args.limit)
+    device = resolve_device(args.device)
+    loader = DataLoader(data.val, batch_size=args.batch_size)
+    result = evaluate(model.to(device), loader, device, batch_transform=data.val_batch_transform)
+    result.update(images=len(data.val), img_size=size, window_size=model.cfg.window_size)
+    print(json.dumps(result))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .infer import load_classifier, predict_images
+
+    model, info = load_classifier(args.checkpoint, args.img_size, args.window_size)
+    for path, top in zip(args.images, predict_images(model, info, args.images, args.topk)):
+        print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
+    return 0
+
+
+TRAIN_FLAGS = {
+    "model": (str, "registered model name (see `swinv2 models`)"),
+    "data": (str, "image folder with train/<class>/* and val/<class>/* (default: Fashion-MNIST)"),
+    "pretrained": (str, "checkpoint of any known layout to fine-tune from"),
+    "img_size": (int, "training resolution (default: the model's)"),
+    "window_size": (int, "attention window (default: the model's)"),
+    "pretrained_window_sizes": (int, "windows the --pretrained file was trained with, one per stage"),
+    "output": (str, "run folder (default: runs/<timestamp>)"),
+    "epochs": (int, "training epochs"),
+    "batch_size": (int, "images per step (per accumulation step)"),
+    "accum_steps": (int, "gradient accumulation steps"),
+    "lr": (float, "learning rate per 512 images (scaled linearly by the batch size)"),
+    "min_lr": (float, "final learning rate of the cosine schedule"),
+    "warmup_epochs": (float, "linear warmup length"),
+    "weight_decay": (float, "AdamW weight decay (not on 1-D params, biases, CPB, logit scales)"),
+    "layer_decay": (float, "layer-wise lr decay for fine-tuning (1 = off, 0.75-0.9 typical)"),
+    "label_smoothing": (float, "label smoothing"),
+    "mixup": (float, "mixup alpha (0 = off)"),
+    "cutmix": (float, "cutmix alpha (0 = off)"),
+    "randaugment": (int, "RandAugment magnitude (0 = off, 9 = paper)"),
+    "random_erasing": (float, "random erasing probability"),
+    "crop": (str, "'pad' (small images) or 'rrc' (RandomResizedCrop)"),
+    "drop_path": (float, "stochastic depth rate"),
+    "clip_grad": (float, "gradient norm clip (0 = off)"),
+    "ema_decay": (float, "EMA of weights decay per step (0 = off, e.g. 0.999)"),
+    "amp": (str, "mixed precision: none, bf16 (CPU/GPU), fp16 (GPU, with grad scaler)"),
+    "seed": (int, "random seed (runs are reproducible on CPU)"),
+    "device": (str, "auto, cpu, cuda, cuda:N"),
+    "train_limit": (int, "train on the first N images only"),
+    "val_limit": (int, "evaluate on the first N images only"),
+    "workers": (int, "data loader worker processes"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swinv2", description="Swin Transformer V2 on PyTorch.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -87,6 +170,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained-window-sizes", type=int, nargs="+", help="with --model: windows the checkpoint was trained with"
     )
     p.set_defaults(func=_convert)
+
+    p = sub.add_parser("train", help="train or fine-tune a classifier (Fashion-MNIST by default)")
+    for flag, (kind, text) in TRAIN_FLAGS.items():
+        nargs = "+" if flag == "pretrained_window_sizes" else None
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, nargs=nargs, help=text)
+    p.add_argument("--resume", help="continue the run in this folder where it stopped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="top-1 / top-5 of a trained checkpoint on a dataset, at any size and window")
+    p.add_argument("checkpoint", help="run folder or model.safetensors written by `swinv2 train`")
+    p.add_argument("--data", help="image folder (its val/ split is used; default: Fashion-MNIST test set)")
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--window-size", type=int)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, help="evaluate the first N images only")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", help="top-k class names for image files")
+    p.add_argument("checkpoint", help="run folder or model.safetensors written by `swinv2 train`")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--window-size", type=int)
+    p.set_defaults(func=_predict)
     return parser
 
 
@@ -98,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"DST must end in .safetensors, got {args.dst!r}")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"swinv2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

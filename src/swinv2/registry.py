@@ -77,6 +77,8 @@ def get_entry(name: str) -> ModelEntry:
 def get_config(name: str, **overrides: object) -> SwinV2Config:
     """The named configuration with fields replaced by ``overrides`` (unknown fields are refused)."""
     cfg = get_entry(name).config
+    if "depths" in overrides and "pretrained_window_sizes" not in overrides and not any(cfg.pretrained_window_sizes):
+        overrides["pretrained_window_sizes"] = 0  # "own window" for however many stages the override has
     unknown = set(overrides) - set(cfg.to_dict())
     if unknown:
         raise ValueError(f"unknown config field(s) {sorted(unknown)}; valid: {sorted(cfg.to_dict())}")
@@ -128,17 +130,17 @@ register(
     "swinv2_nano_window7_28",
     SwinV2Config(
         img_size=28,
-        patch_size=2,
-        embed_dim=48,
-        depths=(2, 2, 6),
+        patch_size=4,
+        embed_dim=64,
+        depths=(2, 2, 2),
         num_heads=(2, 4, 8),
         window_size=7,
         num_classes=10,
-        drop_path_rate=0.1,
+        drop_path_rate=0.0,
     ),
-    3_089_878,
-    0.073,
-    "Fashion-MNIST at its native 28 px",
+    2_269_670,
+    0.02,
+    "Fashion-MNIST at its native 28 px (swinv2 train's default)",
 )
 register(
     "swinv2_micro_window4_32",

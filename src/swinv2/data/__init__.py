@@ -1,0 +1,70 @@
+"""Data: Fashion-MNIST IDX files, image folders, transforms and the dataset a run trains on."""
+
+from __future__ import annotations
+
+from .datasets import IMAGENET_MEAN, IMAGENET_STD, ClassificationData, TensorImageDataset, image_folder
+from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
+from .fashion_mnist import find_fashion_mnist, load_fashion_mnist, read_idx
+from .transforms import BatchAugment, batch_mixer, eval_transform, train_transform
+
+
+def build_classification_data(
+    data: str | None,
+    img_size: int,
+    in_chans: int | None,
+    train_tf: dict,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+) -> ClassificationData:
+    """Fashion-MNIST when ``data`` is None, else the image folder ``data`` (``train/`` and ``val/``)."""
+    from torch.utils.data import Subset
+
+    train_batch = val_batch = None
+    if data is None:
+        from .fashion_mnist import MEAN, STD
+
+        chans = in_chans or 1
+        mean, std = MEAN * chans, STD * chans
+        xtr, ytr = load_fashion_mnist("train")
+        xte, yte = load_fashion_mnist("test")
+        if chans != 1:
+            xtr, xte = (x.unsqueeze(1).expand(-1, chans, -1, -1) for x in (xtr, xte))
+        per_image = train_tf.get("randaugment", 0) > 0 or train_tf.get("random_erasing", 0) > 0
+        if per_image or train_tf.get("crop", "pad") != "pad":
+            train = TensorImageDataset(xtr, ytr, train_transform(img_size, mean, std, **train_tf))
+        else:  # the fast path: raw uint8 batches, augmented as a batch in the training loop
+            train = TensorImageDataset(xtr, ytr)
+            train_batch = BatchAugment(img_size, mean, std, train=True, hflip=train_tf.get("hflip", 0.5))
+        val = TensorImageDataset(xte, yte)
+        val_batch = BatchAugment(img_size, mean, std, train=False)
+        classes, name = FASHION_MNIST_CLASSES, "fashion-mnist"
+    else:
+        chans = in_chans or 3
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if chans == 3 else ((0.5,) * chans, (0.5,) * chans)
+        train = image_folder(data, "train", train_transform(img_size, mean, std, **train_tf), chans)
+        val = image_folder(data, "val", eval_transform(img_size, mean, std, crop_pct=0.875), chans)
+        if train.classes != val.classes:
+            raise ValueError(f"{data}: train classes {train.classes} differ from val classes {val.classes}")
+        classes, name = tuple(train.classes), str(data)
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"{name}: empty dataset (train {len(train)}, val {len(val)} images)")
+    if train_limit:
+        train = Subset(train, range(min(train_limit, len(train))))
+    if val_limit:
+        val = Subset(val, range(min(val_limit, len(val))))
+    return ClassificationData(train, val, classes, chans, tuple(mean), tuple(std), name, train_batch, val_batch)
+
+
+__all__ = [
+    "BatchAugment",
+    "ClassificationData",
+    "TensorImageDataset",
+    "batch_mixer",
+    "build_classification_data",
+    "eval_transform",
+    "find_fashion_mnist",
+    "image_folder",
+    "load_fashion_mnist",
+    "read_idx",
+    "train_transform",
+]

@@ -1,0 +1,69 @@
+"""Datasets for classification: in-memory image tensors and image folders (the ImageNet layout)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class TensorImageDataset(Dataset):
+    """``uint8`` images ``(N, H, W)`` or ``(N, C, H, W)`` with labels; ``transform`` gets ``(C, H, W)`` tensors."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images if images.ndim == 4 else images.unsqueeze(1)
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        return (self.transform(image) if self.transform else image), int(self.labels[index])
+
+
+@dataclass
+class ClassificationData:
+    """What a training run needs to know about its data."""
+
+    train: Dataset
+    val: Dataset
+    classes: tuple[str, ...]
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str
+    # Batch-level transforms for datasets that yield raw uint8 tensors (applied on the device in the loop).
+    train_batch_transform: Callable | None = None
+    val_batch_transform: Callable | None = None
+
+
+def image_folder(root: str | os.PathLike, split: str, transform: Callable | None, in_chans: int = 3) -> Dataset:
+    """``root/split/<class>/*`` as a dataset (torchvision's ImageFolder), with clear errors when empty."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.io import ImageReadMode, decode_image
+
+    directory = Path(root) / split
+    if not directory.is_dir():
+        raise FileNotFoundError(f"expected an image folder at {directory} (layout DIR/{split}/<class>/<image>)")
+    empty = [d.name for d in sorted(directory.iterdir()) if d.is_dir() and not any(p.is_file() for p in d.rglob("*"))]
+    if empty:
+        raise ValueError(f"{directory}: class folder(s) with no files: {', '.join(empty)}")
+    mode = ImageReadMode.GRAY if in_chans == 1 else ImageReadMode.RGB
+
+    def load(path: str) -> torch.Tensor:
+        return decode_image(path, mode=mode)  # (C, H, W) uint8; grey, RGBA and palettes converted
+
+    try:
+        return ImageFolder(str(directory), transform=transform, loader=load)
+    except FileNotFoundError as exc:  # torchvision's message for "no valid images"
+        raise ValueError(f"{directory}: {exc}") from exc

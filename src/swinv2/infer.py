@@ -1,0 +1,61 @@
+"""Loading a trained classifier from a run folder or weights file, evaluating it, predicting images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoint import read_checkpoint
+from .models import SwinV2, SwinV2Config
+
+
+def load_classifier(
+    path: str | Path, img_size: int | None = None, window_size: int | None = None
+) -> tuple[SwinV2, dict]:
+    """A model saved by ``swinv2 train`` (run folder or its ``model.safetensors``), at any size / window.
+
+    Returns the model (eval mode) and the file's metadata (``classes``, ``mean``, ``std``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    tensors, meta = read_checkpoint(path)
+    if "config" not in meta:
+        raise ValueError(f"{path} has no swinv2 config; convert it with `swinv2 convert SRC DST --model NAME` first")
+    cfg = SwinV2Config(**json.loads(meta["config"]))
+    model = SwinV2(cfg)
+    model.load_state_dict(tensors, strict=True)
+    if img_size is not None or window_size is not None:
+        model.set_input_size(img_size=img_size, window_size=window_size)  # trained windows stay the CPB's
+    info = {k: json.loads(meta[k]) for k in ("classes", "mean", "std") if k in meta}
+    return model.eval(), info
+
+
+@torch.no_grad()
+def predict_images(model: SwinV2, info: dict, paths: list[str], topk: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-k (class name, probability) for each image file."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    from .data import eval_transform
+
+    cfg = model.cfg
+    size = cfg.img_size if isinstance(cfg.img_size, int) else cfg.img_size[0]
+    mean = tuple(info.get("mean", (0.5,) * cfg.in_chans))
+    std = tuple(info.get("std", (0.5,) * cfg.in_chans))
+    classes = info.get("classes") or [str(i) for i in range(cfg.num_classes)]
+    transform = eval_transform(size, mean, std)
+    mode = ImageReadMode.GRAY if cfg.in_chans == 1 else ImageReadMode.RGB
+    results = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"image not found: {p}")
+        try:
+            image = decode_image(str(p), mode=mode)
+        except RuntimeError as exc:
+            raise ValueError(f"{p} is not a readable image ({exc})") from exc
+        probs = model(transform(image).unsqueeze(0)).softmax(-1)[0]
+        top = probs.topk(min(topk, len(probs)))
+        results.append([(classes[i], float(v)) for v, i in zip(top.values, top.indices)])
+    return results

@@ -1,0 +1,295 @@
+"""``fit``: the training loop behind ``swinv2 train``; ``evaluate``: top-1 / top-5 of a model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..checkpoint import save_weights
+from ..data import ClassificationData, batch_mixer, build_classification_data
+from ..factory import create_model
+from ..registry import get_config
+from .optim import WarmupCosine, build_optimizer
+from .recipe import TrainRecipe
+from .state import (
+    CHECKPOINT,
+    append_metrics,
+    atomic_torch_save,
+    plot_curves,
+    rng_state,
+    seed_everything,
+    truncate_metrics,
+    write_json,
+)
+
+log = logging.getLogger("swinv2")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but no CUDA device is available")
+    return device
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on the CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def build_data(recipe: TrainRecipe) -> ClassificationData:
+    img = recipe.img_size or get_config(recipe.model).img_size
+    img = img if isinstance(img, int) else img[0]
+    aug = {"crop": recipe.crop, "hflip": recipe.hflip, "randaugment": recipe.randaugment}
+    aug["random_erasing"] = recipe.random_erasing
+    in_chans = recipe.model_overrides.get("in_chans")
+    return build_classification_data(recipe.data, img, in_chans, aug, recipe.train_limit, recipe.val_limit)
+
+
+def build_model(recipe: TrainRecipe, data: ClassificationData) -> nn.Module:
+    overrides = dict(recipe.model_overrides)
+    overrides.update(num_classes=len(data.classes), in_chans=data.in_chans)
+    for key, value in (
+        ("img_size", recipe.img_size),
+        ("window_size", recipe.window_size),
+        ("drop_path_rate", recipe.drop_path),
+        ("pretrained_window_sizes", recipe.pretrained_window_sizes),
+    ):
+        if value is not None:
+            overrides[key] = value
+    return create_model(recipe.model, pretrained=recipe.pretrained, **overrides)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none", batch_transform=None
+) -> dict:
+    """Top-1 / top-5 (percent) and mean cross-entropy over the whole loader."""
+    model.eval()
+    correct1 = correct5 = total = 0
+    loss_sum = 0.0
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if batch_transform is not None:
+            images = batch_transform(images)
+        with autocast(device, amp):
+            logits = model(images).float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top[:, 0] == labels).sum().item()
+        correct5 += (top == labels[:, None]).any(dim=1).sum().item()
+        total += labels.numel()
+    return {"top1": 100 * correct1 / total, "top5": 100 * correct5 / total, "val_loss": loss_sum / total}
+
+
+class Trainer:
+    """Holds a run's model, optimiser, schedule, EMA and scaler; one :meth:`train_epoch` per epoch."""
+
+    def __init__(self, recipe: TrainRecipe, data: ClassificationData, device: torch.device):
+        self.recipe, self.data, self.device = recipe, data, device
+        self.model = build_model(recipe, data).to(device)
+        self.optimizer = build_optimizer(self.model, recipe.scaled_lr, recipe.weight_decay, recipe.layer_decay)
+        batches = math.ceil(len(data.train) / recipe.batch_size)
+        self.steps_per_epoch = math.ceil(batches / recipe.accum_steps)
+        self.scheduler = WarmupCosine(
+            self.optimizer,
+            recipe.scaled_lr,
+            recipe.min_lr,
+            total=recipe.epochs * self.steps_per_epoch,
+            warmup=int(recipe.warmup_epochs * self.steps_per_epoch),
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=recipe.amp == "fp16")
+        self.ema = None
+        if recipe.ema_decay:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+        self.mixer = batch_mixer(len(data.classes), recipe.mixup, recipe.cutmix)
+        self.epoch = 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dict(self) -> dict:
+        state = {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "recipe": json.dumps(self.recipe.to_dict()),
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch = int(state["epoch"])
+
+    def _loader(self, dataset, shuffle: bool, seed: int = 0) -> DataLoader:
+        r = self.recipe
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(
+            dataset,
+            batch_size=r.batch_size if shuffle else max(r.batch_size, 256),
+            shuffle=shuffle,
+            generator=gen,
+            num_workers=r.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def train_epoch(self, progress: bool = True) -> dict:
+        """One pass over the training set. Every epoch re-seeds all RNGs from (seed, epoch), so a resumed
+        run draws exactly the batches and augmentations of an uninterrupted one."""
+        r, model = self.recipe, self.model
+        epoch_seed = r.seed * 100_003 + self.epoch
+        seed_everything(epoch_seed)
+        loader = self._loader(self.data.train, shuffle=True, seed=epoch_seed)
+        model.train()
+        total_loss, seen, start = 0.0, 0, time.perf_counter()
+        bar = tqdm(
+            total=len(self.data.train),
+            unit="img",
+            desc=f"epoch {self.epoch + 1}/{r.epochs}",
+            disable=None if progress else True,
+            leave=False,
+            file=sys.stderr,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (images, labels) in enumerate(loader):
+            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            if self.data.train_batch_transform is not None:
+                images = self.data.train_batch_transform(images)
+            if self.mixer is not None:
+                images, labels = self.mixer(images, labels)
+            with autocast(self.device, r.amp):
+                loss = F.cross_entropy(model(images).float(), labels, label_smoothing=r.label_smoothing)
+            self.scaler.scale(loss / r.accum_steps).backward()
+            if (i + 1) % r.accum_steps == 0 or i + 1 == len(loader):
+                self._optimizer_step()
+            total_loss += loss.item() * len(images)
+            seen += len(images)
+            bar.update(len(images))
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{self.scheduler.lr:.2e}")
+        bar.close()
+        self.epoch += 1
+        return {"train_loss": total_loss / seen, "seconds": time.perf_counter() - start, "images": seen}
+
+    def _optimizer_step(self) -> None:
+        if self.recipe.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def evaluate(self) -> dict:
+        loader = self._loader(self.data.val, shuffle=False)
+        return evaluate(self.eval_model, loader, self.device, self.recipe.amp, self.data.val_batch_transform)
+
+
+def prepare_run_dir(recipe: TrainRecipe, resume: bool) -> Path:
+    run_dir = Path(recipe.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    if not resume and (run_dir / CHECKPOINT).exists():
+        raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe.output = str(run_dir)
+    recipe.save(run_dir / "config.json")
+    return run_dir
+
+
+def fit(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> dict | None:
+    """Train per ``recipe`` into its run folder; with ``resume``, continue the run found there.
+
+    ``stop_after`` ends this invocation after that many epochs (a time-sliced job, or a test of resume);
+    the return value is then None, otherwise the summary written to ``summary.json``.
+    """
+    wall_start = time.perf_counter()
+    run_dir = prepare_run_dir(recipe, resume)
+    device = resolve_device(recipe.device)
+    seed_everything(recipe.seed)
+    data = build_data(recipe)
+    trainer = Trainer(recipe, data, device)
+    if resume and (run_dir / CHECKPOINT).exists():
+        trainer.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True))
+        truncate_metrics(run_dir, trainer.epoch)
+        print(f"resuming {run_dir} after epoch {trainer.epoch}")
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    print(
+        f"{recipe.model}: {n_params / 1e6:.2f}M params, {data.name}: {len(data.train)} train / {len(data.val)} val "
+        f"images, {recipe.epochs} epochs x {trainer.steps_per_epoch} steps, lr {recipe.scaled_lr:.2e}, {device}"
+    )
+    train_seconds, done_now, row = 0.0, 0, {}
+    while trainer.epoch < recipe.epochs:
+        stats = trainer.train_epoch(progress)
+        metrics = trainer.evaluate()
+        train_seconds += stats["seconds"]
+        row = {"epoch": trainer.epoch, "lr": trainer.scheduler.lr, **stats, **metrics}
+        row["img_per_s"] = stats["images"] / stats["seconds"]
+        append_metrics(run_dir, row)
+        atomic_torch_save(trainer.state_dict(), run_dir / CHECKPOINT)
+        print(
+            f"epoch {trainer.epoch}/{recipe.epochs}  loss {stats['train_loss']:.4f}  top1 {metrics['top1']:.2f}  "
+            f"top5 {metrics['top5']:.2f}  lr {row['lr']:.2e}  {row['img_per_s']:.0f} img/s  {stats['seconds']:.0f}s",
+            flush=True,
+        )
+        done_now += 1
+        if stop_after is not None and done_now >= stop_after and trainer.epoch < recipe.epochs:
+            return None
+    return finish(run_dir, recipe, trainer, data, row, wall_start, train_seconds)
+
+
+def finish(run_dir, recipe, trainer, data, last: dict, wall_start: float, train_seconds: float) -> dict:
+    meta = {"classes": json.dumps(list(data.classes)), "mean": json.dumps(data.mean), "std": json.dumps(data.std)}
+    save_weights(trainer.eval_model, run_dir / "model.safetensors", meta)
+    from .state import read_metrics
+
+    rows = read_metrics(run_dir)
+    summary = {
+        "model": recipe.model,
+        "data": data.name,
+        "top1": last.get("top1", rows[-1]["top1"] if rows else None),
+        "top5": last.get("top5", rows[-1]["top5"] if rows else None),
+        "epochs": trainer.epoch,
+        "train_images": len(data.train),
+        "eval_images": len(data.val),
+        "train_seconds": sum(r["seconds"] for r in rows),
+        "wall_seconds_this_invocation": time.perf_counter() - wall_start,
+        "final_train_loss": rows[-1]["train_loss"] if rows else None,
+        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "ema": bool(recipe.ema_decay),
+    }
+    write_json(run_dir / "summary.json", summary)
+    plot_curves(run_dir)
+    print(
+        f"done: top1 {summary['top1']:.2f}%  top5 {summary['top5']:.2f}%  in {summary['train_seconds']:.0f}s of "
+        f"training -> {run_dir}"
+    )
+    return summary

@@ -1,0 +1,195 @@
+"""Training pipeline: short real runs on Fashion-MNIST subsets, resume, schedule, groups, loaders."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import struct
+
+import pytest
+import torch
+
+from swinv2 import create_model
+from swinv2.data import find_fashion_mnist, image_folder, read_idx
+from swinv2.train import TrainRecipe, WarmupCosine, fit, layer_id, param_groups
+
+try:
+    find_fashion_mnist(download=False)
+    HAVE_FMNIST = True
+except FileNotFoundError:
+    HAVE_FMNIST = False
+needs_fmnist = pytest.mark.skipif(
+    not HAVE_FMNIST, reason="Fashion-MNIST IDX files not installed (dataset-fashion-mnist)"
+)
+
+TINY = {"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "cpb_hidden": 32}
+
+
+def recipe(tmp_path, **kw) -> TrainRecipe:
+    base = dict(
+        model="swinv2_nano_window7_28",
+        model_overrides=TINY,
+        train_limit=384,
+        val_limit=256,
+        epochs=3,
+        batch_size=32,
+        lr=1.6e-2,  # per 512 images: 1e-3 at batch 32
+        warmup_epochs=0.5,
+        output=str(tmp_path / "run"),
+    )
+    base.update(kw)
+    return TrainRecipe(**base)
+
+
+@needs_fmnist
+def test_short_run_lowers_loss_and_fills_the_run_folder(tmp_path):
+    summary = fit(recipe(tmp_path, epochs=4, train_limit=1024), progress=False)
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.2
+    for key in ("epoch", "train_loss", "top1", "top5", "lr", "seconds"):
+        assert key in rows[0]
+    for key in ("top1", "top5", "epochs", "train_seconds", "final_train_loss"):
+        assert key in summary
+    assert summary["top1"] > 30  # far above the 10% of chance after 4 short epochs
+    for name in ("config.json", "checkpoint.pt", "model.safetensors", "summary.json", "curves.png"):
+        assert (run / name).is_file(), name
+    assert TrainRecipe.load(run / "config.json").epochs == 4
+
+
+@needs_fmnist
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
+    full = recipe(tmp_path / "a", epochs=3, ema_decay=0.9, mixup=0.2)
+    fit(full, progress=False)
+    interrupted = recipe(tmp_path / "b", epochs=3, ema_decay=0.9, mixup=0.2)
+    assert fit(interrupted, stop_after=1, progress=False) is None
+    resumed = TrainRecipe.load(tmp_path / "b" / "run" / "config.json")
+    fit(resumed, resume=True, progress=False)
+    a = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]:
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+    sa = json.loads((tmp_path / "a" / "run" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "b" / "run" / "summary.json").read_text())
+    assert sa["top1"] == sb["top1"] and sa["final_train_loss"] == sb["final_train_loss"]
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(recipe(tmp_path), progress=False)
+
+
+def test_warmup_cosine_schedule():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    opt.param_groups[0]["lr_scale"] = 0.5
+    sched = WarmupCosine(opt, base_lr=1.0, min_lr=0.01, total=100, warmup=10)
+    lrs = [sched.lr_at(s) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # noqa: RUF007 (from step 10 on)
+    assert lrs[100] == pytest.approx(0.01) and lrs[55] == pytest.approx(0.01 + 0.99 * 0.5)
+    for _ in range(30):
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * lrs[30])
+    state = sched.state_dict()
+    other = WarmupCosine(opt, 1.0, 0.01, 100, 10)
+    other.load_state_dict(state)
+    assert other.lr == sched.lr
+
+
+def test_layer_decay_and_no_weight_decay_groups():
+    model = create_model("swinv2_test_window4_32")
+    depths = model.cfg.depths
+    assert layer_id("patch_embed.proj.weight", depths) == 0
+    assert layer_id("stages.0.blocks.0.attn.qkv.weight", depths) == 1
+    assert layer_id("stages.1.downsample.reduction.weight", depths) == 2  # with the block before it
+    assert layer_id("stages.1.blocks.1.mlp.fc1.weight", depths) == 4
+    assert layer_id("head.fc.weight", depths) == layer_id("norm.weight", depths) == sum(depths) + 1
+    groups = param_groups(model, weight_decay=0.05, layer_decay=0.8)
+    by_name = {n: g for g in groups for n in g["names"]}
+    top = sum(depths) + 1
+    assert by_name["patch_embed.proj.weight"]["lr_scale"] == pytest.approx(0.8**top)
+    assert by_name["head.fc.weight"]["lr_scale"] == 1.0
+    for name in (
+        "stages.0.blocks.0.attn.q_bias",
+        "stages.0.blocks.0.norm1.weight",
+        "head.fc.bias",
+        "stages.0.blocks.0.attn.logit_scale",
+        "stages.0.blocks.0.attn.rel_pos.mlp.0.weight",
+    ):
+        assert by_name[name]["weight_decay"] == 0.0, name
+    for name in ("stages.0.blocks.0.attn.qkv.weight", "head.fc.weight", "patch_embed.proj.weight"):
+        assert by_name[name]["weight_decay"] == 0.05, name
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def _write_idx(path, array: torch.Tensor, gz: bool) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.numpy().tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_reader(tmp_path, gz):
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    path = tmp_path / ("x.gz" if gz else "x")
+    _write_idx(path, images, gz)
+    assert torch.equal(read_idx(path), images)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="magic"):
+        read_idx(tmp_path / "bad")
+    _write_idx(tmp_path / "short", images, False)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-10])
+    with pytest.raises(ValueError, match="header says"):
+        read_idx(tmp_path / "short")
+
+
+def _png(path, mode: str) -> None:
+    from PIL import Image
+
+    size = (12, 9)
+    image = {
+        "L": Image.new("L", size, 128),
+        "RGBA": Image.new("RGBA", size, (1, 2, 3, 4)),
+        "I;16": Image.new("I;16", size, 40000),
+        "RGB": Image.new("RGB", size, (9, 8, 7)),
+    }[mode]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def test_image_folder_converts_modes_and_refuses_empty_classes(tmp_path):
+    from swinv2.data import eval_transform
+
+    for split in ("train", "val"):
+        for cls, mode in (("cat", "L"), ("dog", "RGBA"), ("eel", "RGB")):
+            _png(tmp_path / split / cls / f"{mode.replace(';', '')}.png", mode)
+    ds = image_folder(tmp_path, "train", eval_transform(16, (0.5,) * 3, (0.5,) * 3))
+    assert ds.classes == ["cat", "dog", "eel"] and len(ds) == 3
+    for image, _ in ds:
+        assert image.shape == (3, 16, 16) and image.dtype == torch.float32
+    (tmp_path / "train" / "fox").mkdir()
+    with pytest.raises(ValueError, match="fox"):
+        image_folder(tmp_path, "train", None)
+    with pytest.raises(FileNotFoundError, match="DIR/test"):
+        image_folder(tmp_path, "test", None)
+
+
+@needs_fmnist
+def test_finetune_at_larger_size_and_window_keeps_pretrained_windows(tmp_path):
+    fit(recipe(tmp_path / "pre", epochs=1), progress=False)
+    weights = tmp_path / "pre" / "run" / "model.safetensors"
+    tuned = recipe(tmp_path / "ft", epochs=1, pretrained=str(weights), img_size=42, window_size=7, layer_decay=0.8)
+    summary = fit(tuned, progress=False)
+    assert math.isfinite(summary["final_train_loss"])
+    from swinv2.infer import load_classifier
+
+    model, info = load_classifier(tmp_path / "ft" / "run")
+    assert model.cfg.pretrained_window_sizes == (7, 4) and model.cfg.img_size == 42
+    assert info["classes"][0] == "T-shirt/top"
