@@ -179,3 +179,19 @@ def test_fused_path_tracks_reference(name, overrides):
     x = torch.randn(2, 3, 256, 256)
     with torch.no_grad():
         check(f"fused {name}", ref(x), fused(x), tol=1e-4)
+
+
+def test_hugging_face_bare_swinv2model_and_named_source():
+    """``Swinv2Model`` saves its keys without the ``swinv2.`` prefix and without a classifier."""
+    ref = randomize(transformers.Swinv2Model(_hf_config(8, (0, 0, 0, 0))).eval())
+    assert not any(k.startswith("swinv2.") for k in ref.state_dict())
+    converted = convert_state_dict(ref.state_dict(), source="hf")
+    assert converted.keys() == convert_state_dict(ref.state_dict()).keys()
+    mine = explicit(create_model("swinv2_tiny_window8_256", num_classes=0).eval())
+    mine.load_state_dict(converted, strict=True)
+    ref, mine = ref.double(), mine.double()
+    x = torch.randn(1, 3, 256, 256, dtype=torch.float64)
+    with torch.no_grad():
+        check("hf Swinv2Model pooled (float64)", ref(x).pooler_output, mine(x), tol=1e-10)
+    with pytest.raises(ValueError, match="source must be one of"):
+        convert_state_dict(ref.state_dict(), source="keras")
