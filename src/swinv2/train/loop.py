@@ -27,6 +27,7 @@ from .state import (
     append_metrics,
     atomic_torch_save,
     plot_curves,
+    read_metrics,
     rng_state,
     seed_everything,
     truncate_metrics,
@@ -246,11 +247,10 @@ def fit(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None
         f"{recipe.model}: {n_params / 1e6:.2f}M params, {data.name}: {len(data.train)} train / {len(data.val)} val "
         f"images, {recipe.epochs} epochs x {trainer.steps_per_epoch} steps, lr {recipe.scaled_lr:.2e}, {device}"
     )
-    train_seconds, done_now, row = 0.0, 0, {}
+    done_now = 0
     while trainer.epoch < recipe.epochs:
         stats = trainer.train_epoch(progress)
         metrics = trainer.evaluate()
-        train_seconds += stats["seconds"]
         row = {"epoch": trainer.epoch, "lr": trainer.scheduler.lr, **stats, **metrics}
         row["img_per_s"] = stats["images"] / stats["seconds"]
         append_metrics(run_dir, row)
@@ -263,26 +263,25 @@ def fit(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None
         done_now += 1
         if stop_after is not None and done_now >= stop_after and trainer.epoch < recipe.epochs:
             return None
-    return finish(run_dir, recipe, trainer, data, row, wall_start, train_seconds)
+    return finish(run_dir, recipe, trainer, data, wall_start)
 
 
-def finish(run_dir, recipe, trainer, data, last: dict, wall_start: float, train_seconds: float) -> dict:
+def finish(run_dir: Path, recipe: TrainRecipe, trainer: Trainer, data: ClassificationData, wall_start: float) -> dict:
+    """Final weights (EMA if on) with class names and normalisation, ``summary.json`` and the curves."""
     meta = {"classes": json.dumps(list(data.classes)), "mean": json.dumps(data.mean), "std": json.dumps(data.std)}
     save_weights(trainer.eval_model, run_dir / "model.safetensors", meta)
-    from .state import read_metrics
-
-    rows = read_metrics(run_dir)
+    rows = read_metrics(run_dir)  # every epoch of the run, resumed ones included
     summary = {
         "model": recipe.model,
         "data": data.name,
-        "top1": last.get("top1", rows[-1]["top1"] if rows else None),
-        "top5": last.get("top5", rows[-1]["top5"] if rows else None),
+        "top1": rows[-1]["top1"],
+        "top5": rows[-1]["top5"],
         "epochs": trainer.epoch,
         "train_images": len(data.train),
         "eval_images": len(data.val),
         "train_seconds": sum(r["seconds"] for r in rows),
         "wall_seconds_this_invocation": time.perf_counter() - wall_start,
-        "final_train_loss": rows[-1]["train_loss"] if rows else None,
+        "final_train_loss": rows[-1]["train_loss"],
         "params": sum(p.numel() for p in trainer.model.parameters()),
         "ema": bool(recipe.ema_decay),
     }

@@ -39,7 +39,7 @@ class TrainRecipe:
     cutmix: float = 0.0
     label_smoothing: float = 0.1
     # optimisation
-    epochs: int = 4
+    epochs: int = 5
     batch_size: int = 64
     accum_steps: int = 1
     lr: float = 1.6e-2  # per 512 images (scaled by the effective batch size)
