@@ -193,3 +193,26 @@ def test_finetune_at_larger_size_and_window_keeps_pretrained_windows(tmp_path):
     model, info = load_classifier(tmp_path / "ft" / "run")
     assert model.cfg.pretrained_window_sizes == (7, 4) and model.cfg.img_size == 42
     assert info["classes"][0] == "T-shirt/top"
+
+
+def test_image_folder_run_stores_its_eval_crop_for_predict(tmp_path):
+    from swinv2.infer import load_classifier, predict_images
+
+    for split in ("train", "val"):
+        for cls, mode in (("cat", "L"), ("dog", "RGBA"), ("eel", "RGB")):
+            _png(tmp_path / "data" / split / cls / "a.png", mode)
+    summary = fit(
+        TrainRecipe(
+            model="swinv2_test_window4_32",
+            data=str(tmp_path / "data"),
+            epochs=1,
+            batch_size=3,
+            output=str(tmp_path / "run"),
+        ),
+        progress=False,
+    )
+    assert summary["train_images"] == 3
+    model, info = load_classifier(tmp_path / "run")
+    assert info["crop_pct"] == 0.875 and info["classes"] == ["cat", "dog", "eel"]
+    top = predict_images(model, info, [str(tmp_path / "data" / "val" / "dog" / "a.png")], topk=2)
+    assert len(top[0]) == 2 and top[0][0][0] in info["classes"]

@@ -143,6 +143,13 @@ def load_pretrained(
 ) -> LoadReport:
     """Read ``path`` (any known layout), convert, adapt and load it into ``model``; log what did not fit."""
     tensors, _ = read_checkpoint(path)
+    return load_converted(model, tensors, source, strict, name=str(path))
+
+
+def load_converted(
+    model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "auto", strict: bool = False, name: str = ""
+) -> LoadReport:
+    """Convert tensors of any known layout, load them with :func:`load_state_dict_into`, log the report."""
     report = load_state_dict_into(model, convert_state_dict(tensors, source), strict=strict)
-    (log.info if report.clean else log.warning)("loaded %s: %s", path, report.summary())
+    (log.info if report.clean else log.warning)("loaded %s: %s", name or "checkpoint", report.summary())
     return report

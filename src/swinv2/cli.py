@@ -92,10 +92,11 @@ def _eval(args: argparse.Namespace) -> int:
 
     from .data import build_classification_data
     from .infer import load_classifier
+    from .models.config import to_pair
     from .train.loop import evaluate, resolve_device
 
     model, _ = load_classifier(args.checkpoint, args.img_size, args.window_size)
-    size = model.cfg.img_size if isinstance(model.cfg.img_size, int) else model.cfg.img_size[0]
+    size = to_pair(model.cfg.img_size)[0]
     data = build_classification_data(args.data, size, model.cfg.in_chans, {}, 1, args.limit)
     device = resolve_device(args.device)
     loader = DataLoader(data.val, batch_size=args.batch_size)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 from .models.swinv2 import SwinV2
 from .registry import get_config
-
-log = logging.getLogger("swinv2")
 
 
 def create_model(
@@ -32,17 +29,14 @@ def create_model(
     if pretrained is None:
         model = SwinV2(get_config(name, **overrides))
     else:
-        from .checkpoint import load_state_dict_into, read_checkpoint
-        from .convert import convert_state_dict
+        from .checkpoint import load_converted, read_checkpoint
 
         tensors, meta = read_checkpoint(pretrained)
         if "config" in meta and "pretrained_window_sizes" not in overrides:
             trained = json.loads(meta["config"])["pretrained_window_sizes"]
             overrides["pretrained_window_sizes"] = tuple(p if isinstance(p, int) else tuple(p) for p in trained)
         model = SwinV2(get_config(name, **overrides))
-        report = load_state_dict_into(model, convert_state_dict(tensors, source), strict=strict)
-        (log.info if report.clean else log.warning)("loaded %s: %s", pretrained, report.summary())
-        model.load_report = report
+        model.load_report = load_converted(model, tensors, source, strict, name=str(pretrained))
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model

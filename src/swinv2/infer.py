@@ -9,6 +9,7 @@ import torch
 
 from .checkpoint import read_checkpoint
 from .models import SwinV2, SwinV2Config
+from .models.config import to_pair
 
 
 def load_classifier(
@@ -29,7 +30,7 @@ def load_classifier(
     model.load_state_dict(tensors, strict=True)
     if img_size is not None or window_size is not None:
         model.set_input_size(img_size=img_size, window_size=window_size)  # trained windows stay the CPB's
-    info = {k: json.loads(meta[k]) for k in ("classes", "mean", "std") if k in meta}
+    info = {k: json.loads(meta[k]) for k in ("classes", "mean", "std", "crop_pct") if k in meta}
     return model.eval(), info
 
 
@@ -41,11 +42,11 @@ def predict_images(model: SwinV2, info: dict, paths: list[str], topk: int = 5) -
     from .data import eval_transform
 
     cfg = model.cfg
-    size = cfg.img_size if isinstance(cfg.img_size, int) else cfg.img_size[0]
+    size = to_pair(cfg.img_size)[0]
     mean = tuple(info.get("mean", (0.5,) * cfg.in_chans))
     std = tuple(info.get("std", (0.5,) * cfg.in_chans))
     classes = info.get("classes") or [str(i) for i in range(cfg.num_classes)]
-    transform = eval_transform(size, mean, std)
+    transform = eval_transform(size, mean, std, info.get("crop_pct", 1.0))
     mode = ImageReadMode.GRAY if cfg.in_chans == 1 else ImageReadMode.RGB
     results = []
     for p in paths:

@@ -20,6 +20,7 @@ def build_classification_data(
     from torch.utils.data import Subset
 
     train_batch = val_batch = None
+    crop_pct = 1.0
     if data is None:
         from .fashion_mnist import MEAN, STD
 
@@ -42,7 +43,8 @@ def build_classification_data(
         chans = in_chans or 3
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if chans == 3 else ((0.5,) * chans, (0.5,) * chans)
         train = image_folder(data, "train", train_transform(img_size, mean, std, **train_tf), chans)
-        val = image_folder(data, "val", eval_transform(img_size, mean, std, crop_pct=0.875), chans)
+        crop_pct = 0.875
+        val = image_folder(data, "val", eval_transform(img_size, mean, std, crop_pct=crop_pct), chans)
         if train.classes != val.classes:
             raise ValueError(f"{data}: train classes {train.classes} differ from val classes {val.classes}")
         classes, name = tuple(train.classes), str(data)
@@ -52,7 +54,9 @@ def build_classification_data(
         train = Subset(train, range(min(train_limit, len(train))))
     if val_limit:
         val = Subset(val, range(min(val_limit, len(val))))
-    return ClassificationData(train, val, classes, chans, tuple(mean), tuple(std), name, train_batch, val_batch)
+    return ClassificationData(
+        train, val, classes, chans, tuple(mean), tuple(std), name, crop_pct, train_batch, val_batch
+    )
 
 
 __all__ = [

@@ -42,6 +42,7 @@ class ClassificationData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     name: str
+    eval_crop_pct: float = 1.0  # centre-crop fraction of evaluation, kept with the weights for predict
     # Batch-level transforms for datasets that yield raw uint8 tensors (applied on the device in the loop).
     train_batch_transform: Callable | None = None
     val_batch_transform: Callable | None = None

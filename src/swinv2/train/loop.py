@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ..checkpoint import save_weights
 from ..data import ClassificationData, batch_mixer, build_classification_data
 from ..factory import create_model
+from ..models.config import to_pair
 from ..registry import get_config
 from .optim import WarmupCosine, build_optimizer
 from .recipe import TrainRecipe
@@ -55,8 +56,7 @@ def autocast(device: torch.device, amp: str):
 
 
 def build_data(recipe: TrainRecipe) -> ClassificationData:
-    img = recipe.img_size or get_config(recipe.model).img_size
-    img = img if isinstance(img, int) else img[0]
+    img = to_pair(recipe.img_size or get_config(recipe.model).img_size)[0]
     aug = {"crop": recipe.crop, "hflip": recipe.hflip, "randaugment": recipe.randaugment}
     aug["random_erasing"] = recipe.random_erasing
     in_chans = recipe.model_overrides.get("in_chans")
@@ -268,7 +268,15 @@ def fit(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None
 
 def finish(run_dir: Path, recipe: TrainRecipe, trainer: Trainer, data: ClassificationData, wall_start: float) -> dict:
     """Final weights (EMA if on) with class names and normalisation, ``summary.json`` and the curves."""
-    meta = {"classes": json.dumps(list(data.classes)), "mean": json.dumps(data.mean), "std": json.dumps(data.std)}
+    meta = {
+        k: json.dumps(v)
+        for k, v in {
+            "classes": list(data.classes),
+            "mean": data.mean,
+            "std": data.std,
+            "crop_pct": data.eval_crop_pct,
+        }.items()
+    }
     save_weights(trainer.eval_model, run_dir / "model.safetensors", meta)
     rows = read_metrics(run_dir)  # every epoch of the run, resumed ones included
     summary = {
