@@ -7,6 +7,18 @@ import math
 import torch
 from torch import nn
 
+from swinv2 import SwinV2, create_model, get_config
+
+TINY = {"embed_dim": 8, "cpb_hidden": 16, "num_classes": 5}
+
+
+def tiny(name: str, **overrides) -> SwinV2:
+    """The named architecture shrunk in width (same depths, windows and stage count) for CPU tests."""
+    cfg = get_config(name)
+    heads = tuple(1 for _ in cfg.num_heads)
+    depths = tuple(min(d, 2) for d in cfg.depths)
+    return create_model(name, num_heads=heads, depths=depths, **{**TINY, **overrides})
+
 
 @torch.no_grad()
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:

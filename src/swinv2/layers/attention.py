@@ -7,6 +7,11 @@ which is what lets large models train stably together with res-post-norm.
 Two numerically equivalent paths compute it: the explicit one (matrices as the paper writes them; the
 reference in tests) and a fused one through ``F.scaled_dot_product_attention`` with the logit scale
 folded into the normalised queries, ``scale=1.0``, and bias plus mask as one additive float mask.
+
+In inference (eval mode, no autograd) the position bias, already merged with the shift mask, is cached:
+the CPB meta network then runs once per window shape instead of on every forward pass. The cache is
+keyed on the window, the mask, the dtype and the version counters of the bias parameters, so training
+mode, loading weights, an optimiser step and a window change all invalidate it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from torch import nn
 from .position import ContinuousPositionBias, RelativePositionTable, Window
 
 MAX_LOGIT_SCALE = math.log(1.0 / 0.01)
+# Above this many elements the merged (windows, heads, N, N) bias is not kept between forward passes.
+MAX_CACHED_BIAS_NUMEL = 1 << 24
 ATTENTION_TYPES = ("cosine", "dot")
 POSITION_BIASES = ("log_cpb", "linear_cpb", "table")
 
@@ -66,6 +73,43 @@ class WindowAttention(nn.Module):
             self.rel_pos = ContinuousPositionBias(num_heads, pretrained_window, log_spaced, cpb_hidden)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self._bias_cache: dict[tuple, tuple[tuple, torch.Tensor | None, torch.Tensor]] = {}
+
+    def train(self, mode: bool = True) -> WindowAttention:
+        self.clear_cache()
+        return super().train(mode)
+
+    def clear_cache(self) -> None:
+        """Drop cached inference biases (they are also re-validated on every use)."""
+        self._bias_cache.clear()
+
+    def _parameter_stamp(self) -> tuple | None:
+        """Identity and in-place version of every bias parameter; None where it cannot be read."""
+        try:
+            return tuple((p.data_ptr(), p._version) for p in self.rel_pos.parameters())
+        except RuntimeError:  # parameters created under inference_mode have no version counter
+            return None
+
+    def attention_bias(self, window: Window, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """Additive attention bias: ``(heads, N, N)``, or ``(nW, heads, N, N)`` with a mask."""
+        cacheable = not (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
+        stamp = self._parameter_stamp() if cacheable else None
+        if stamp is None:
+            return self._merge_bias(window, mask, dtype)
+        key = (tuple(window), None if mask is None else id(mask), dtype)
+        hit = self._bias_cache.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[2]
+        bias = self._merge_bias(window, mask, dtype)
+        if bias.numel() <= MAX_CACHED_BIAS_NUMEL:
+            self._bias_cache[key] = (stamp, mask, bias)  # holding the mask keeps its id unique
+        return bias
+
+    def _merge_bias(self, window: Window, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        bias = self.rel_pos(window).to(dtype)  # (heads, N, N)
+        if mask is not None:
+            bias = bias.unsqueeze(0) + mask.unsqueeze(1).to(dtype)  # (nW, heads, N, N)
+        return bias
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         bias = None
@@ -79,10 +123,9 @@ class WindowAttention(nn.Module):
         """``x``: ``(B * nW, N, C)`` windows; ``mask``: additive ``(nW, N, N)`` or None."""
         b_, n, c = x.shape
         q, k, v = self._qkv(x)
-        bias = self.rel_pos(window).to(q.dtype)  # (heads, N, N)
+        bias = self.attention_bias(window, mask, q.dtype)
         if mask is not None:
             nw = mask.shape[0]
-            bias = bias.unsqueeze(0) + mask.unsqueeze(1).to(q.dtype)  # (nW, heads, N, N)
             q, k, v = (t.view(b_ // nw, nw, self.num_heads, n, self.head_dim) for t in (q, k, v))
         out = self._fused(q, k, v, bias) if self.fused else self._explicit(q, k, v, bias)
         out = out.reshape(b_, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(b_, n, c)

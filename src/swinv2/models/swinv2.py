@@ -84,6 +84,8 @@ class SwinV2Block(nn.Module):
         self.window = to_pair(window)
         self.shift = tuple(w // 2 for w in self.window) if self.shifted else (0, 0)
         self._masks = {}
+        if hasattr(self, "attn"):
+            self.attn.clear_cache()
 
     def _mask(self, padded: Window, window: Window, shift: Window, valid: Window, device) -> torch.Tensor | None:
         key = (padded, window, shift, valid, device)
