@@ -115,6 +115,22 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import main as run_benchmark
+
+    run_benchmark(
+        model_name=args.model,
+        img_size=args.img_size,
+        batch=args.batch_size,
+        peers=tuple(p for p in args.peers.split(",") if p),
+        modes=tuple(args.modes.split(",")),
+        rounds=args.rounds,
+        iters=args.iters,
+        device=args.device,
+    )
+    return 0
+
+
 TRAIN_FLAGS = {
     "model": (str, "registered model name (see `swinv2 models`)"),
     "data": (str, "image folder with train/<class>/* and val/<class>/* (default: Fashion-MNIST)"),
@@ -197,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int)
     p.add_argument("--window-size", type=int)
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("bench", help="throughput, peak memory and MFU against timm, Hugging Face and torchvision")
+    p.add_argument("--model", default="swinv2_tiny_window8_256", help="a timm-named registry entry")
+    p.add_argument("--img-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--peers", default="timm,hf,torchvision", help="comma-separated; '' for this project only")
+    p.add_argument("--modes", default="infer_fp32,infer_bf16,train_fp32,train_bf16")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the median is reported)")
+    p.add_argument("--iters", type=int, default=2, help="timed calls per contender per round")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_bench)
     return parser
 
 

@@ -1,0 +1,316 @@
+"""Side-by-side speed benchmark: this project against timm, Hugging Face and torchvision's SwinV2.
+
+All contenders live in one process and run interleaved, round after round, in a rotating order; each
+figure is the median over rounds. A noisy, shared machine then slows every contender alike, and the
+ratios (``x timm``) are what to read. Peers get random weights (default init makes SwinV2 blocks
+identities); each peer's logits are checked against this project's model loaded with that peer's
+weights through the converter, so the table also proves the outputs agree.
+
+``swinv2 bench`` prints the table and ends with one JSON line. timm and transformers are optional
+(``pip install swinv2[bench]``); a missing peer is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .convert import convert_state_dict, to_official
+from .factory import create_model
+from .flops import count_gflops
+from .models.config import SwinV2Config
+
+PEERS = ("timm", "hf", "torchvision")
+MODES = ("infer_fp32", "infer_bf16", "train_fp32", "train_bf16")
+
+
+@torch.no_grad()
+def randomize_parameters(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every parameter a random, non-default value (logit scales in ln 2 .. ln 200, norms near 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        r = torch.randn(p.shape, generator=gen)
+        if name.endswith("logit_scale"):
+            p.copy_(torch.empty(p.shape).uniform_(math.log(2), math.log(200), generator=gen))
+        elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
+            p.copy_(1 + 0.2 * r)
+        elif p.ndim == 1:
+            p.copy_(0.1 * r)
+        else:
+            p.copy_(r / math.sqrt(p[0].numel()))
+    return module
+
+
+@dataclass
+class Contender:
+    name: str
+    model: nn.Module
+    logits: Callable[[nn.Module, torch.Tensor], torch.Tensor] = lambda m, x: m(x)
+    max_diff: float | None = None  # logits vs this project's model on the same weights
+    results: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ contenders
+def _ours(model_name: str, img_size: int) -> nn.Module:
+    model = create_model(model_name, img_size=img_size, drop_path_rate=0.0)
+    return randomize_parameters(model).eval()
+
+
+def _timm(ours: nn.Module, model_name: str, img_size: int) -> Contender:
+    import timm
+    from timm.models.swin_transformer_v2 import checkpoint_filter_fn
+
+    model = timm.create_model(model_name, img_size=img_size, drop_path_rate=0.0).eval()
+    official = to_official(ours.state_dict())
+    model.load_state_dict(checkpoint_filter_fn({"model": official}, model), strict=True)
+    return Contender("timm", model)
+
+
+def _hf(cfg: SwinV2Config, img_size: int) -> Contender:
+    import transformers
+
+    hf_cfg = transformers.Swinv2Config(
+        image_size=img_size,
+        patch_size=cfg.patch_size,
+        embed_dim=cfg.embed_dim,
+        depths=list(cfg.depths),
+        num_heads=list(cfg.num_heads),
+        window_size=cfg.window_size,
+        pretrained_window_sizes=list(cfg.pretrained_window_sizes),
+        num_labels=cfg.num_classes,
+        drop_path_rate=0.0,
+    )
+    model = randomize_parameters(transformers.Swinv2ForImageClassification(hf_cfg)).eval()
+    return Contender("hf", model, lambda m, x: m(pixel_values=x).logits)
+
+
+def _torchvision(cfg: SwinV2Config) -> Contender:
+    from torchvision.models import swin_transformer as tv
+
+    model = tv._swin_transformer(
+        patch_size=[cfg.patch_size] * 2,
+        embed_dim=cfg.embed_dim,
+        depths=list(cfg.depths),
+        num_heads=list(cfg.num_heads),
+        window_size=[cfg.window_size] * 2,
+        stochastic_depth_prob=0.0,
+        weights=None,
+        progress=False,
+        block=tv.SwinTransformerBlockV2,
+        downsample_layer=tv.PatchMergingV2,
+        num_classes=cfg.num_classes,
+    )
+    return Contender("torchvision", randomize_parameters(model).eval())
+
+
+def build_contenders(model_name: str, img_size: int, peers: tuple[str, ...] = PEERS) -> list[Contender]:
+    """This project's model and each available peer, all in eval mode with random weights."""
+    ours = Contender("swinv2", _ours(model_name, img_size))
+    cfg = ours.model.cfg
+    builders = {
+        "timm": lambda: _timm(ours.model, model_name, img_size),
+        "hf": lambda: _hf(cfg, img_size),
+        "torchvision": lambda: _torchvision(cfg),
+    }
+    contenders = [ours]
+    for name in peers:
+        if name not in builders:
+            raise ValueError(f"unknown peer {name!r}; expected some of {PEERS}")
+        try:
+            contenders.append(builders[name]())
+        except ImportError as err:
+            print(f"skipping {name}: {err}")
+    return contenders
+
+
+@torch.no_grad()
+def check_outputs(contenders: list[Contender], model_name: str, img_size: int, batch: int = 2) -> None:
+    """Each peer's logits against this project's fused model loaded with the peer's weights (fp32)."""
+    x = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(1))
+    for c in contenders[1:]:
+        # torchvision pads a window larger than the map instead of clipping it, and attends to the padding
+        compat = {"clip_windows": False, "mask_padding": False} if c.name == "torchvision" else {}
+        mine = create_model(model_name, img_size=img_size, drop_path_rate=0.0, **compat).eval()
+        mine.load_state_dict(convert_state_dict(c.model.state_dict()), strict=True)
+        c.max_diff = (c.logits(c.model, x) - mine(x)).abs().max().item()
+
+
+# ------------------------------------------------------------------------------------------- measuring
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _runner(c: Contender, mode: str, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """A closure doing one inference batch or one training step (forward, backward, AdamW) of ``mode``."""
+    bf16 = mode.endswith("bf16")
+    if mode.startswith("infer"):
+        model = copy.deepcopy(c.model).to(torch.bfloat16) if bf16 else c.model
+        xin = x.to(torch.bfloat16) if bf16 else x
+
+        def infer() -> None:
+            with torch.inference_mode():
+                c.logits(model, xin)
+
+        return infer
+    model = copy.deepcopy(c.model).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
+
+    def step() -> None:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(c.logits(model, x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _time(fn: Callable[[], None], iters: int, device: torch.device) -> float:
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
+    """Peak bytes allocated by PyTorch during ``fn`` above what was live before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # Allocations show up as the self usage of the op that made them, frees as "[memory]" events; replayed
+    # in time order they give the live-bytes curve.
+    events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
+    live = peak = 0
+    for _, delta in events:
+        live += delta
+        peak = max(peak, live)
+    return peak
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, iters: int = 10) -> float:
+    """Measured FLOP/s of a large square matrix product: the roof the model's MFU is quoted against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    return 2 * n**3 / _time(lambda: a @ b, iters, device)
+
+
+def benchmark(
+    model_name: str = "swinv2_tiny_window8_256",
+    img_size: int = 256,
+    batch: int = 8,
+    peers: tuple[str, ...] = PEERS,
+    modes: tuple[str, ...] = MODES,
+    rounds: int = 5,
+    iters: int = 2,
+    device: str = "cpu",
+) -> dict:
+    """Throughput (img/s), peak memory and MFU of every contender in every mode; see module docstring."""
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected some of {MODES}")
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    contenders = build_contenders(model_name, img_size, peers)
+    check_outputs(contenders, model_name, img_size)
+    for c in contenders:
+        c.model.to(dev)
+    x = torch.randn(batch, 3, img_size, img_size, device=dev)
+    y = torch.randint(0, contenders[0].model.cfg.num_classes, (batch,), device=dev)
+    runners = {(c.name, m): _runner(c, m, x, y) for c in contenders for m in modes}
+    for fn in runners.values():  # warm-up: allocator, kernels, lazy initialisation
+        fn()
+    samples: dict[tuple, list[float]] = {key: [] for key in runners}
+    for r in range(rounds):
+        order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
+        for mode in modes:
+            for c in order:
+                samples[(c.name, mode)].append(batch / _time(runners[(c.name, mode)], iters, dev))
+    flops = 2e9 * count_gflops(contenders[0].model.cfg, img_size)
+    peaks = {dtype: matmul_peak(dev, getattr(torch, dtype)) for dtype in ("float32", "bfloat16")}
+    rows = []
+    for (name, mode), values in samples.items():
+        throughput = statistics.median(values)
+        work = flops * (3 if mode.startswith("train") else 1)
+        dtype = "bfloat16" if mode.endswith("bf16") else "float32"
+        rows.append(
+            {
+                "contender": name,
+                "mode": mode,
+                "img_per_s": throughput,
+                "peak_mb": peak_memory(runners[(name, mode)], dev) / 2**20,
+                "mfu": throughput * work / peaks[dtype],
+            }
+        )
+    _add_ratios(rows)
+    diffs = {c.name: c.max_diff for c in contenders[1:]}
+    return {
+        "model": model_name,
+        "img_size": img_size,
+        "batch": batch,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "rounds": rounds,
+        "gflops_per_img": flops / 1e9,
+        "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
+        "max_abs_diff_vs_swinv2": diffs,
+        "rows": rows,
+    }
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """``x_timm``: throughput over timm's in the same mode; bf16 inference also over timm's fp32."""
+    timm = {r["mode"]: r["img_per_s"] for r in rows if r["contender"] == "timm"}
+    for r in rows:
+        base = timm.get(r["mode"])
+        r["x_timm"] = r["img_per_s"] / base if base else None
+        if r["mode"] == "infer_bf16" and timm.get("infer_fp32"):
+            r["x_timm_fp32"] = r["img_per_s"] / timm["infer_fp32"]
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"{result['model']} @ {result['img_size']} px, batch {result['batch']}, {result['device']} "
+        f"({result['threads']} threads), median of {result['rounds']} interleaved rounds",
+        "matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["matmul_peak_gflops"].items()),
+        "max |logits diff| vs swinv2 on the same weights: "
+        + ", ".join(f"{k} {v:.2e}" for k, v in result["max_abs_diff_vs_swinv2"].items() if v is not None),
+        f"{'mode':<11} {'contender':<12} {'img/s':>8} {'x timm':>7} {'peak MB':>8} {'MFU':>6}",
+    ]
+    for r in sorted(result["rows"], key=lambda r: (MODES.index(r["mode"]), r["contender"])):
+        ratio = f"{r['x_timm']:.2f}" if r["x_timm"] else "-"
+        lines.append(
+            f"{r['mode']:<11} {r['contender']:<12} {r['img_per_s']:>8.2f} {ratio:>7} "
+            f"{r['peak_mb']:>8.0f} {100 * r['mfu']:>5.1f}%"
+        )
+    return "\n".join(lines)
+
+
+def main(**kwargs) -> dict:
+    result = benchmark(**kwargs)
+    print(format_table(result))
+    print(json.dumps(result))
+    return result

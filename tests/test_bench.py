@@ -1,0 +1,42 @@
+"""The side-by-side benchmark runs every contender, checks their outputs and reports sane figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from swinv2.bench import benchmark, format_table, peak_memory
+from test_cli import run
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    def allocate():
+        a = torch.ones(1 << 20)  # 4 MiB, freed on return
+        (a * 2).sum()
+
+    peak = peak_memory(allocate, torch.device("cpu"))
+    assert 8 << 20 <= peak < 64 << 20, peak  # a and a * 2 are alive together
+
+
+def test_benchmark_against_all_peers_small():
+    pytest.importorskip("timm")
+    pytest.importorskip("transformers")
+    result = benchmark(img_size=64, batch=1, rounds=1, iters=1, modes=("infer_fp32", "train_fp32"))
+    print(format_table(result))
+    rows = {(r["contender"], r["mode"]): r for r in result["rows"]}
+    assert set(rows) == {(c, m) for c in ("swinv2", "timm", "hf", "torchvision") for m in ("infer_fp32", "train_fp32")}
+    assert all(r["img_per_s"] > 0 and r["peak_mb"] > 0 and 0 < r["mfu"] < 1 for r in rows.values())
+    assert rows[("timm", "infer_fp32")]["x_timm"] == 1.0
+    diffs = result["max_abs_diff_vs_swinv2"]
+    assert set(diffs) == {"timm", "hf", "torchvision"} and max(diffs.values()) < 1e-4, diffs
+
+
+def test_bench_cli_ends_with_one_json_line():
+    out = run("bench", "--peers", "", "--modes", "infer_fp32", "--img-size", "64", "--batch-size", "1", "--rounds", "1")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["rows"][0]["contender"] == "swinv2" and result["rows"][0]["img_per_s"] > 0
+    bad = run("bench", "--modes", "infer_fp64")
+    assert bad.returncode == 2 and "infer_fp64" in bad.stderr
