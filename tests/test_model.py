@@ -9,6 +9,7 @@ import torch
 
 from helpers import diff, randomize, tiny
 from swinv2 import create_model, get_config, list_models
+from swinv2.layers import attention
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -121,8 +122,15 @@ def test_logit_scale_clamped_at_ln_100():
     assert torch.allclose(attn.logit_scale_value(), torch.full_like(attn.logit_scale, 100.0))
 
 
-def test_fused_equals_explicit_forward_and_grad():
-    """Shifted, clipped and padded windows with pretrained windows: the SDPA path is the explicit one."""
+@pytest.mark.parametrize("always_sdpa", [False, True])
+def test_fused_equals_explicit_forward_and_grad(always_sdpa, monkeypatch):
+    """Shifted, clipped and padded windows with pretrained windows: the SDPA path is the explicit one.
+
+    By default a CPU under autograd takes the explicit product (faster there); ``always_sdpa`` forces
+    SDPA's own backward through the folded-window 4-D layout.
+    """
+    if always_sdpa:
+        monkeypatch.setattr(attention, "sdpa_pays", lambda q, bias: True)
     for img, kw in [(64, {}), (72, {"pretrained_window_sizes": (12, 12, 12, 6)}), (40, {"window_size": 12})]:
         # drop_path off: train mode must be deterministic for the two paths to be compared
         fused = randomize(tiny("swinv2_tiny_window8_256", drop_path_rate=0.0, **kw).double())
