@@ -25,7 +25,7 @@ from torch import nn
 from .position import ContinuousPositionBias, RelativePositionTable, Window
 
 MAX_LOGIT_SCALE = math.log(1.0 / 0.01)
-NORM_EPS = 1e-12  # as F.normalize
+NORM_EPS = 1e-12  # F.normalize's
 # Above this many elements the merged (windows, heads, N, N) bias is not kept between forward passes.
 MAX_CACHED_BIAS_NUMEL = 1 << 24
 ATTENTION_TYPES = ("cosine", "dot")
@@ -150,8 +150,9 @@ class WindowAttention(nn.Module):
         if not sdpa_pays(q, bias):
             return self._explicit(q, k, v, bias)
         if self.attention == "cosine":
-            q = q * self._query_scale(q)
-            k = k * torch.rsqrt(k.square().sum(-1, keepdim=True).clamp_min(NORM_EPS**2))
+            # normalising q and applying 1 / tau in one multiply of q
+            q = q * (_inverse_norm(q) * self.logit_scale_value().to(q.dtype))
+            k = k * _inverse_norm(k)
         else:
             q = q * self.head_dim**-0.5
         dropout = self.attn_drop if self.training else 0.0
@@ -167,10 +168,10 @@ class WindowAttention(nn.Module):
         # A 3-D mask also sends SDPA to the math path; (1, heads, N, N) keeps the flash kernel.
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0), dropout_p=dropout, scale=1.0)
 
-    def _query_scale(self, q: torch.Tensor) -> torch.Tensor:
-        """``logit_scale / |q|`` per token: normalising q and applying ``1 / tau`` in one multiply."""
-        inv_norm = torch.rsqrt(q.square().sum(-1, keepdim=True).clamp_min(NORM_EPS**2))
-        return inv_norm * self.logit_scale_value().to(q.dtype)
+
+def _inverse_norm(t: torch.Tensor) -> torch.Tensor:
+    """``1 / max(|t|, eps)`` over the last axis, as ``F.normalize`` divides by."""
+    return torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(NORM_EPS).reciprocal()
 
 
 def sdpa_pays(q: torch.Tensor, bias: torch.Tensor) -> bool:
