@@ -15,7 +15,7 @@ from swinv2.layers import attention
 @pytest.mark.parametrize("name", list_models())
 def test_every_entry_forward_backward_checkpointing(name):
     cfg = get_config(name)
-    small = name.startswith(("swinv2_test", "swinv2_nano", "swinv2_micro", "swinv2_mini"))
+    small = name.startswith(("swinv2_test", "swinv2_nano", "swinv2_pico", "swinv2_micro", "swinv2_mini"))
     img = cfg.img_size if small else 64  # any size works; keep the big entries cheap
     model = randomize(tiny(name, drop_path_rate=0.0).train())
     x = torch.randn(2, 3, img, img)

@@ -216,3 +216,24 @@ def test_image_folder_run_stores_its_eval_crop_for_predict(tmp_path):
     assert info["crop_pct"] == 0.875 and info["classes"] == ["cat", "dog", "eel"]
     top = predict_images(model, info, [str(tmp_path / "data" / "val" / "dog" / "a.png")], topk=2)
     assert len(top[0]) == 2 and top[0][0][0] in info["classes"]
+
+
+def test_augmentation_defaults_depend_on_the_dataset(tmp_path):
+    fmnist, folder = TrainRecipe(), TrainRecipe(data=str(tmp_path))
+    assert (fmnist.crop, fmnist.hflip) == ("none", 0.0)  # short schedules learn faster unshifted
+    assert (folder.crop, folder.hflip) == ("rrc", 0.5)  # the ImageNet recipe
+    assert TrainRecipe(crop="pad", hflip=0.25).crop == "pad"
+    with pytest.raises(ValueError, match="crop must be one of"):
+        TrainRecipe(crop="centre")
+
+
+def test_batch_augment_crops_only_with_padding():
+    from swinv2.data import BatchAugment
+
+    images = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
+    plain = BatchAugment(28, (0.0,), (1.0,), train=True, hflip=0.0, pad=False)
+    assert torch.equal(plain(images), images.float() / 255)
+    shifted = BatchAugment(28, (0.0,), (1.0,), train=True, hflip=0.0, pad=True)
+    torch.manual_seed(0)
+    out = shifted(images)
+    assert out.shape == (16, 1, 28, 28) and not torch.equal(out, images.float() / 255)

@@ -30,6 +30,7 @@ from .flops import count_gflops
 from .models.config import SwinV2Config
 
 PEERS = ("timm", "hf", "torchvision")
+COMPILED = "swinv2+compile"  # this project's model under torch.compile: an opt-in contender
 MODES = ("infer_fp32", "infer_bf16", "train_fp32", "train_bf16")
 
 
@@ -56,6 +57,7 @@ class Contender:
     model: nn.Module
     logits: Callable[[nn.Module, torch.Tensor], torch.Tensor] = lambda m, x: m(x)
     max_diff: float | None = None  # logits vs this project's model on the same weights
+    compile: bool = False
     results: dict = field(default_factory=dict)
 
 
@@ -117,6 +119,7 @@ def build_contenders(model_name: str, img_size: int, peers: tuple[str, ...] = PE
     ours = Contender("swinv2", _ours(model_name, img_size))
     cfg = ours.model.cfg
     builders = {
+        "compiled": lambda: Contender(COMPILED, ours.model, compile=True),
         "timm": lambda: _timm(ours.model, model_name, img_size),
         "hf": lambda: _hf(cfg, img_size),
         "torchvision": lambda: _torchvision(cfg),
@@ -124,7 +127,7 @@ def build_contenders(model_name: str, img_size: int, peers: tuple[str, ...] = PE
     contenders = [ours]
     for name in peers:
         if name not in builders:
-            raise ValueError(f"unknown peer {name!r}; expected some of {PEERS}")
+            raise ValueError(f"unknown peer {name!r}; expected some of {sorted(builders)}")
         try:
             contenders.append(builders[name]())
         except ImportError as err:
@@ -137,6 +140,9 @@ def check_outputs(contenders: list[Contender], model_name: str, img_size: int, b
     """Each peer's logits against this project's fused model loaded with the peer's weights (fp32)."""
     x = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(1))
     for c in contenders[1:]:
+        if c.compile:
+            c.max_diff = (torch.compile(c.model)(x) - contenders[0].model(x)).abs().max().item()
+            continue
         # torchvision pads a window larger than the map instead of clipping it, and attends to the padding
         compat = {"clip_windows": False, "mask_padding": False} if c.name == "torchvision" else {}
         mine = create_model(model_name, img_size=img_size, drop_path_rate=0.0, **compat).eval()
@@ -155,6 +161,7 @@ def _runner(c: Contender, mode: str, x: torch.Tensor, y: torch.Tensor) -> Callab
     bf16 = mode.endswith("bf16")
     if mode.startswith("infer"):
         model = copy.deepcopy(c.model).to(torch.bfloat16) if bf16 else c.model
+        model = torch.compile(model) if c.compile else model
         xin = x.to(torch.bfloat16) if bf16 else x
 
         def infer() -> None:
@@ -164,6 +171,7 @@ def _runner(c: Contender, mode: str, x: torch.Tensor, y: torch.Tensor) -> Callab
         return infer
     model = copy.deepcopy(c.model).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
+    model = torch.compile(model) if c.compile else model
 
     def step() -> None:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -241,8 +249,11 @@ def benchmark(
     x = torch.randn(batch, 3, img_size, img_size, device=dev)
     y = torch.randint(0, contenders[0].model.cfg.num_classes, (batch,), device=dev)
     runners = {(c.name, m): _runner(c, m, x, y) for c in contenders for m in modes}
-    for fn in runners.values():  # warm-up: allocator, kernels, lazy initialisation
+    first_call = {}
+    for key, fn in runners.items():  # warm-up: allocator, kernels, lazy initialisation, compilation
+        start = time.perf_counter()
         fn()
+        first_call[key] = time.perf_counter() - start
     samples: dict[tuple, list[float]] = {key: [] for key in runners}
     for r in range(rounds):
         order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
@@ -263,10 +274,12 @@ def benchmark(
                 "img_per_s": throughput,
                 "peak_mb": peak_memory(runners[(name, mode)], dev) / 2**20,
                 "mfu": throughput * work / peaks[dtype],
+                "first_call_s": first_call[(name, mode)],
             }
         )
     _add_ratios(rows)
     diffs = {c.name: c.max_diff for c in contenders[1:]}
+    agreement = bf16_agreement(contenders[0].model, img_size, dev) if "infer_bf16" in modes else None
     return {
         "model": model_name,
         "img_size": img_size,
@@ -277,8 +290,19 @@ def benchmark(
         "gflops_per_img": flops / 1e9,
         "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
         "max_abs_diff_vs_swinv2": diffs,
+        "bf16_top1_agreement": agreement,
         "rows": rows,
     }
+
+
+@torch.no_grad()
+def bf16_agreement(model: nn.Module, img_size: int, device: torch.device, n: int = 32) -> float:
+    """Fraction of random inputs whose bf16 top-1 class is the fp32 one (this project's model)."""
+    x = torch.randn(n, 3, img_size, img_size, generator=torch.Generator().manual_seed(2)).to(device)
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    ref = torch.cat([model(c) for c in x.split(8)]).argmax(1)
+    out = torch.cat([low(c.to(torch.bfloat16)) for c in x.split(8)]).argmax(1)
+    return (ref == out).float().mean().item()
 
 
 def _add_ratios(rows: list[dict]) -> None:
@@ -298,6 +322,12 @@ def format_table(result: dict) -> str:
         "matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["matmul_peak_gflops"].items()),
         "max |logits diff| vs swinv2 on the same weights: "
         + ", ".join(f"{k} {v:.2e}" for k, v in result["max_abs_diff_vs_swinv2"].items() if v is not None),
+    ]
+    if result.get("bf16_top1_agreement") is not None:
+        lines.append(
+            f"bf16 vs fp32 top-1 agreement (swinv2, random inputs): {100 * result['bf16_top1_agreement']:.1f}%"
+        )
+    lines += [
         f"{'mode':<11} {'contender':<12} {'img/s':>8} {'x timm':>7} {'peak MB':>8} {'MFU':>6}",
     ]
     for r in sorted(result["rows"], key=lambda r: (MODES.index(r["mode"]), r["contender"])):

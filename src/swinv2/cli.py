@@ -152,7 +152,12 @@ TRAIN_FLAGS = {
     "cutmix": (float, "cutmix alpha (0 = off)"),
     "randaugment": (int, "RandAugment magnitude (0 = off, 9 = paper)"),
     "random_erasing": (float, "random erasing probability"),
-    "crop": (str, "'pad' (small images) or 'rrc' (RandomResizedCrop)"),
+    "crop": (
+        str,
+        "'pad' (pad 1/8 + random crop), 'rrc' (RandomResizedCrop), 'none' (resize only); default: "
+        "none on Fashion-MNIST, rrc on --data",
+    ),
+    "hflip": (float, "horizontal flip probability (default: 0 on Fashion-MNIST, 0.5 on --data)"),
     "drop_path": (float, "stochastic depth rate"),
     "clip_grad": (float, "gradient norm clip (0 = off)"),
     "ema_decay": (float, "EMA of weights decay per step (0 = off, e.g. 0.999)"),
@@ -218,7 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="swinv2_tiny_window8_256", help="a timm-named registry entry")
     p.add_argument("--img-size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--peers", default="timm,hf,torchvision", help="comma-separated; '' for this project only")
+    p.add_argument(
+        "--peers",
+        default="timm,hf,torchvision",
+        help="comma-separated, of timm, hf, torchvision, compiled (ours under torch.compile); empty for ours only",
+    )
     p.add_argument("--modes", default="infer_fp32,infer_bf16,train_fp32,train_bf16")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the median is reported)")
     p.add_argument("--iters", type=int, default=2, help="timed calls per contender per round")

@@ -140,7 +140,23 @@ register(
     ),
     2_269_670,
     0.02,
-    "Fashion-MNIST at its native 28 px (swinv2 train's default)",
+    "Fashion-MNIST at its native 28 px",
+)
+register(
+    "swinv2_pico_window7_28",
+    SwinV2Config(
+        img_size=28,
+        patch_size=4,
+        embed_dim=32,
+        depths=(2, 2, 2),
+        num_heads=(1, 2, 4),
+        window_size=7,
+        num_classes=10,
+        drop_path_rate=0.0,
+    ),
+    582_392,
+    0.006,
+    "Fashion-MNIST at 28 px, 3.5x nano's speed (swinv2 train's default)",
 )
 register(
     "swinv2_micro_window4_32",

@@ -31,11 +31,13 @@ def build_classification_data(
         if chans != 1:
             xtr, xte = (x.unsqueeze(1).expand(-1, chans, -1, -1) for x in (xtr, xte))
         per_image = train_tf.get("randaugment", 0) > 0 or train_tf.get("random_erasing", 0) > 0
-        if per_image or train_tf.get("crop", "pad") != "pad":
+        crop = train_tf.get("crop", "pad")
+        if per_image or crop == "rrc":
             train = TensorImageDataset(xtr, ytr, train_transform(img_size, mean, std, **train_tf))
         else:  # the fast path: raw uint8 batches, augmented as a batch in the training loop
             train = TensorImageDataset(xtr, ytr)
-            train_batch = BatchAugment(img_size, mean, std, train=True, hflip=train_tf.get("hflip", 0.5))
+            hflip = train_tf.get("hflip", 0.5)
+            train_batch = BatchAugment(img_size, mean, std, train=True, hflip=hflip, pad=crop == "pad")
         val = TensorImageDataset(xte, yte)
         val_batch = BatchAugment(img_size, mean, std, train=False)
         classes, name = FASHION_MNIST_CLASSES, "fashion-mnist"

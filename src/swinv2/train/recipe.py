@@ -13,13 +13,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.transforms import CROPS
+
 AMP_MODES = ("none", "bf16", "fp16")
 
 
 @dataclass
 class TrainRecipe:
     # model
-    model: str = "swinv2_nano_window7_28"
+    model: str = "swinv2_pico_window7_28"
     model_overrides: dict = field(default_factory=dict)
     pretrained: str | None = None
     img_size: int | None = None
@@ -31,18 +33,18 @@ class TrainRecipe:
     train_limit: int | None = None
     val_limit: int | None = None
     workers: int = 0
-    crop: str = "pad"
-    hflip: float = 0.5
+    crop: str | None = None  # None: "none" on Fashion-MNIST, "rrc" on image folders
+    hflip: float | None = None  # None: 0 on Fashion-MNIST, 0.5 on image folders
     randaugment: int = 0
     random_erasing: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
     label_smoothing: float = 0.1
     # optimisation
-    epochs: int = 5
-    batch_size: int = 64
+    epochs: int = 12
+    batch_size: int = 128
     accum_steps: int = 1
-    lr: float = 1.6e-2  # per 512 images (scaled by the effective batch size)
+    lr: float = 3.2e-2  # per 512 images (scaled by the effective batch size)
     min_lr: float = 1e-5
     warmup_epochs: float = 0.2
     weight_decay: float = 0.05
@@ -56,6 +58,14 @@ class TrainRecipe:
     output: str | None = None
 
     def __post_init__(self) -> None:
+        # Short Fashion-MNIST schedules learn faster without translation or flips (+6 points top-1 after
+        # 3 epochs, docs/training.md); photographs keep the ImageNet recipe.
+        if self.crop is None:
+            self.crop = "none" if self.data is None else "rrc"
+        if self.hflip is None:
+            self.hflip = 0.0 if self.data is None else 0.5
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         for name in ("epochs", "batch_size", "accum_steps"):
