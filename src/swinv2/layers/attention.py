@@ -175,10 +175,13 @@ def _inverse_norm(t: torch.Tensor) -> torch.Tensor:
 
 
 def sdpa_pays(q: torch.Tensor, bias: torch.Tensor) -> bool:
-    """Whether SDPA beats the explicit matrices for this call.
+    """Whether SDPA beats the explicit matrices for this call (measured at SwinV2-T's shapes).
 
-    On a CPU, autograd through the additive bias (the CPB network is trained) sends SDPA to its math
-    fallback, whose NaN-safe softmax makes it ~1.3x slower than the explicit product at SwinV2-T's
-    shapes; everywhere else (inference, CUDA kernels with bias gradients) SDPA wins.
+    On a CPU two cases lose: autograd through the additive bias (the CPB network is trained) sends SDPA
+    to its math fallback, whose NaN-safe softmax is ~1.3x slower than the explicit product; and in
+    bf16 / fp16 the CPU flash kernel is 2x slower than the explicit product's bf16 matrix multiplies.
+    fp32 inference on a CPU (2x faster than explicit at stage 1) and CUDA take SDPA.
     """
-    return not (q.device.type == "cpu" and torch.is_grad_enabled() and bias.requires_grad)
+    if q.device.type != "cpu":
+        return True
+    return q.dtype == torch.float32 and not (torch.is_grad_enabled() and bias.requires_grad)
