@@ -81,6 +81,10 @@ def test_train_eval_predict_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["images"] == 128 and 0 <= result["top1"] <= 100 and result["img_size"] == 48
+    low = run("eval", str(run_dir), "--limit", "128", "--dtype", "bfloat16")
+    assert low.returncode == 0, low.stderr
+    low = json.loads(low.stdout.strip().splitlines()[-1])
+    assert low["dtype"] == "bfloat16" and 0 <= low["top1"] <= 100
 
     from PIL import Image
 

@@ -88,6 +88,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import torch
     from torch.utils.data import DataLoader
 
     from .data import build_classification_data
@@ -100,8 +101,9 @@ def _eval(args: argparse.Namespace) -> int:
     data = build_classification_data(args.data, size, model.cfg.in_chans, {}, 1, args.limit)
     device = resolve_device(args.device)
     loader = DataLoader(data.val, batch_size=args.batch_size)
-    result = evaluate(model.to(device), loader, device, batch_transform=data.val_batch_transform)
-    result.update(images=len(data.val), img_size=size, window_size=model.cfg.window_size)
+    model = model.to(device, getattr(torch, args.dtype))
+    result = evaluate(model, loader, device, batch_transform=data.val_batch_transform)
+    result.update(images=len(data.val), img_size=size, window_size=model.cfg.window_size, dtype=args.dtype)
     print(json.dumps(result))
     return 0
 
@@ -209,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="evaluate the first N images only")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="weights and activations; bfloat16 is ~2x faster on CPUs with AVX-512 BF16 or AMX",
+    )
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k class names for image files")

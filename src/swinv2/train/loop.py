@@ -81,14 +81,16 @@ def build_model(recipe: TrainRecipe, data: ClassificationData) -> nn.Module:
 def evaluate(
     model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none", batch_transform=None
 ) -> dict:
-    """Top-1 / top-5 (percent) and mean cross-entropy over the whole loader."""
+    """Top-1 / top-5 (percent) and mean cross-entropy over the whole loader (inputs cast to the model's dtype)."""
     model.eval()
+    dtype = next(model.parameters()).dtype
     correct1 = correct5 = total = 0
     loss_sum = 0.0
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if batch_transform is not None:
             images = batch_transform(images)
+        images = images.to(dtype)
         with autocast(device, amp):
             logits = model(images).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
