@@ -72,6 +72,20 @@ def test_cache_follows_weight_loading_optimiser_steps_and_window_changes():
         assert torch.equal(model(x), uncached), "a window change uses the new window's bias"
 
 
+def test_dtype_round_trip_drops_the_cache():
+    """.to() replaces parameters, possibly at the same address with the same version: the cache must go."""
+    model = randomize(tiny("swinv2_tiny_window8_256")).eval()
+    calls = cpb_calls(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+        model.to(torch.bfloat16).float()
+        fresh = tiny("swinv2_tiny_window8_256").eval()
+        fresh.load_state_dict(model.state_dict())  # the weights after the bf16 rounding
+        assert torch.equal(model(x), fresh(x)) and not torch.equal(model(x), reference)
+    assert calls[0] == 2 * blocks(model)
+
+
 def test_cached_inference_equals_uncached_for_padded_shifted_and_pretrained_windows(monkeypatch):
     model = randomize(tiny("swinv2_tiny_window8_256", pretrained_window_sizes=(12, 12, 12, 6))).eval()
     x = torch.randn(2, 3, 72, 72)  # 18 x 18 tokens: padded and shifted windows

@@ -156,7 +156,7 @@ register(
     ),
     582_392,
     0.006,
-    "Fashion-MNIST at 28 px, 3.5x nano's speed (swinv2 train's default)",
+    "Fashion-MNIST at 28 px, 2.1x nano's training speed (swinv2 train's default)",
 )
 register(
     "swinv2_micro_window4_32",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .datasets import IMAGENET_MEAN, IMAGENET_STD, ClassificationData, TensorImageDataset, image_folder
 from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 from .fashion_mnist import find_fashion_mnist, load_fashion_mnist, read_idx
-from .transforms import BatchAugment, batch_mixer, eval_transform, train_transform
+from .transforms import CROPS, BatchAugment, batch_mixer, eval_transform, train_transform
 
 
 def build_classification_data(
@@ -32,6 +32,8 @@ def build_classification_data(
             xtr, xte = (x.unsqueeze(1).expand(-1, chans, -1, -1) for x in (xtr, xte))
         per_image = train_tf.get("randaugment", 0) > 0 or train_tf.get("random_erasing", 0) > 0
         crop = train_tf.get("crop", "pad")
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
         if per_image or crop == "rrc":
             train = TensorImageDataset(xtr, ytr, train_transform(img_size, mean, std, **train_tf))
         else:  # the fast path: raw uint8 batches, augmented as a batch in the training loop

@@ -10,8 +10,9 @@ folded into the normalised queries, ``scale=1.0``, and bias plus mask as one add
 
 In inference (eval mode, no autograd) the position bias, already merged with the shift mask, is cached:
 the CPB meta network then runs once per window shape instead of on every forward pass. The cache is
-keyed on the window, the mask, the dtype and the version counters of the bias parameters, so training
-mode, loading weights, an optimiser step and a window change all invalidate it.
+keyed on the window, the mask, the dtype and the storage and version counters of the bias parameters,
+and dropped on ``train()``, ``.to()`` and window changes, so loading weights and optimiser steps invalidate
+it too. Writes through ``p.data`` bypass version counters: call ``clear_cache()`` after those.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from .position import ContinuousPositionBias, RelativePositionTable, Window
 
 MAX_LOGIT_SCALE = math.log(1.0 / 0.01)
 NORM_EPS = 1e-12  # F.normalize's
-# Above this many elements the merged (windows, heads, N, N) bias is not kept between forward passes.
-MAX_CACHED_BIAS_NUMEL = 1 << 24
+# Above this many elements (4 MiB in fp32) a merged bias is not kept between forward passes, which bounds
+# the cache of a block; SwinV2-T's largest (stage 1, shifted) is 786k elements.
+MAX_CACHED_BIAS_NUMEL = 1 << 20
 ATTENTION_TYPES = ("cosine", "dot")
 POSITION_BIASES = ("log_cpb", "linear_cpb", "table")
 
@@ -79,6 +81,10 @@ class WindowAttention(nn.Module):
     def train(self, mode: bool = True) -> WindowAttention:
         self.clear_cache()
         return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        self.clear_cache()  # .to() / .half() replace parameters, possibly at the same address
+        return super()._apply(fn, recurse)
 
     def clear_cache(self) -> None:
         """Drop cached inference biases (they are also re-validated on every use)."""

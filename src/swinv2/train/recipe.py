@@ -59,7 +59,7 @@ class TrainRecipe:
 
     def __post_init__(self) -> None:
         # Short Fashion-MNIST schedules learn faster without translation or flips (+6 points top-1 after
-        # 3 epochs, docs/training.md); photographs keep the ImageNet recipe.
+        # 3 epochs, docs/training.md); image folders get the paper's ImageNet recipe. Resolved once, here.
         if self.crop is None:
             self.crop = "none" if self.data is None else "rrc"
         if self.hflip is None:
