@@ -65,25 +65,34 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_recipe(args: argparse.Namespace):
+def _train_recipe(args: argparse.Namespace, pretraining: bool = False):
     from .train import TrainRecipe
+    from .train.pretrain import PretrainRecipe
 
+    cls, flags = (PretrainRecipe, {**TRAIN_FLAGS, **PRETRAIN_FLAGS}) if pretraining else (TrainRecipe, TRAIN_FLAGS)
     if args.resume:
         from pathlib import Path
 
-        recipe = TrainRecipe.load(Path(args.resume) / "config.json")
+        recipe = cls.load(Path(args.resume) / "config.json")
         if args.epochs is not None:
             recipe.epochs = args.epochs  # extend a finished or interrupted run
         recipe.output = args.resume
         return recipe
-    fields = {f: getattr(args, f) for f in TRAIN_FLAGS if getattr(args, f) is not None}
-    return TrainRecipe(**fields)
+    fields = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
+    return cls(**fields)
 
 
 def _train(args: argparse.Namespace) -> int:
     from .train import fit
 
     summary = fit(_train_recipe(args), resume=bool(args.resume), progress=not args.no_progress)
+    return 0 if summary is not None else 1
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from .train.pretrain import pretrain
+
+    summary = pretrain(_train_recipe(args, pretraining=True), resume=bool(args.resume), progress=not args.no_progress)
     return 0 if summary is not None else 1
 
 
@@ -172,6 +181,23 @@ TRAIN_FLAGS = {
 }
 
 
+PRETRAIN_FLAGS = {
+    "mask_patch_size": (int, "side of the square masked regions in pixels (multiple of the model's patch)"),
+    "mask_ratio": (float, "fraction of regions masked"),
+    "norm_target_window": (int, "regress locally standardised pixels over this odd window (47 in the paper)"),
+    "grid_every": (int, "epochs between reconstruction pictures"),
+}
+NOT_PRETRAINING = ("label_smoothing", "mixup", "cutmix", "layer_decay")
+
+
+def _add_run_flags(p: argparse.ArgumentParser, flags: dict) -> None:
+    for flag, (kind, text) in flags.items():
+        nargs = "+" if flag == "pretrained_window_sizes" else None
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, nargs=nargs, help=text)
+    p.add_argument("--resume", help="continue the run in this folder where it stopped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swinv2", description="Swin Transformer V2 on PyTorch.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -196,12 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("train", help="train or fine-tune a classifier (Fashion-MNIST by default)")
-    for flag, (kind, text) in TRAIN_FLAGS.items():
-        nargs = "+" if flag == "pretrained_window_sizes" else None
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, nargs=nargs, help=text)
-    p.add_argument("--resume", help="continue the run in this folder where it stopped")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+    _add_run_flags(p, TRAIN_FLAGS)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("pretrain", help="SimMIM self-supervised pretraining (labels ignored; Fashion-MNIST by default)")
+    _add_run_flags(p, {k: v for k, v in {**TRAIN_FLAGS, **PRETRAIN_FLAGS}.items() if k not in NOT_PRETRAINING})
+    p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("eval", help="top-1 / top-5 of a trained checkpoint on a dataset, at any size and window")
     p.add_argument("checkpoint", help="run folder or model.safetensors written by `swinv2 train`")

@@ -102,11 +102,15 @@ def evaluate(
 
 
 class Trainer:
-    """Holds a run's model, optimiser, schedule, EMA and scaler; one :meth:`train_epoch` per epoch."""
+    """Holds a run's model, optimiser, schedule, EMA and scaler; one :meth:`train_epoch` per epoch.
+
+    Subclasses change the task through :meth:`build_model`, :meth:`loss`, :meth:`evaluate`,
+    :meth:`epoch_line` and :meth:`finish` (SimMIM pretraining does).
+    """
 
     def __init__(self, recipe: TrainRecipe, data: ClassificationData, device: torch.device):
         self.recipe, self.data, self.device = recipe, data, device
-        self.model = build_model(recipe, data).to(device)
+        self.model = self.build_model().to(device)
         self.optimizer = build_optimizer(self.model, recipe.scaled_lr, recipe.weight_decay, recipe.layer_decay)
         batches = math.ceil(len(data.train) / recipe.batch_size)
         self.steps_per_epoch = math.ceil(batches / recipe.accum_steps)
@@ -125,6 +129,23 @@ class Trainer:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
         self.mixer = batch_mixer(len(data.classes), recipe.mixup, recipe.cutmix)
         self.epoch = 0
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.recipe, self.data)
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch (already on the device and batch-augmented)."""
+        if self.mixer is not None:
+            images, labels = self.mixer(images, labels)
+        with autocast(self.device, self.recipe.amp):
+            logits = self.model(images).float()
+        return F.cross_entropy(logits, labels, label_smoothing=self.recipe.label_smoothing)
+
+    def epoch_line(self, row: dict) -> str:
+        return (
+            f"loss {row['train_loss']:.4f}  top1 {row['top1']:.2f}  top5 {row['top5']:.2f}  lr {row['lr']:.2e}  "
+            f"{row['img_per_s']:.0f} img/s  {row['seconds']:.0f}s"
+        )
 
     @property
     def eval_model(self) -> nn.Module:
@@ -187,10 +208,7 @@ class Trainer:
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             if self.data.train_batch_transform is not None:
                 images = self.data.train_batch_transform(images)
-            if self.mixer is not None:
-                images, labels = self.mixer(images, labels)
-            with autocast(self.device, r.amp):
-                loss = F.cross_entropy(model(images).float(), labels, label_smoothing=r.label_smoothing)
+            loss = self.loss(images, labels)
             self.scaler.scale(loss / r.accum_steps).backward()
             if (i + 1) % r.accum_steps == 0 or i + 1 == len(loader):
                 self._optimizer_step()
@@ -217,6 +235,9 @@ class Trainer:
         loader = self._loader(self.data.val, shuffle=False)
         return evaluate(self.eval_model, loader, self.device, self.recipe.amp, self.data.val_batch_transform)
 
+    def finish(self, run_dir: Path, wall_start: float) -> dict:
+        return finish(run_dir, self.recipe, self, self.data, wall_start)
+
 
 def prepare_run_dir(recipe: TrainRecipe, resume: bool) -> Path:
     run_dir = Path(recipe.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
@@ -228,7 +249,13 @@ def prepare_run_dir(recipe: TrainRecipe, resume: bool) -> Path:
     return run_dir
 
 
-def fit(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> dict | None:
+def fit(
+    recipe: TrainRecipe,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    trainer_class: type[Trainer] = Trainer,
+) -> dict | None:
     """Train per ``recipe`` into its run folder; with ``resume``, continue the run found there.
 
     ``stop_after`` ends this invocation after that many epochs (a time-sliced job, or a test of resume);
@@ -239,7 +266,7 @@ def fit(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None
     device = resolve_device(recipe.device)
     seed_everything(recipe.seed)
     data = build_data(recipe)
-    trainer = Trainer(recipe, data, device)
+    trainer = trainer_class(recipe, data, device)
     if resume and (run_dir / CHECKPOINT).exists():
         trainer.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True))
         truncate_metrics(run_dir, trainer.epoch)
@@ -257,15 +284,11 @@ def fit(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None
         row["img_per_s"] = stats["images"] / stats["seconds"]
         append_metrics(run_dir, row)
         atomic_torch_save(trainer.state_dict(), run_dir / CHECKPOINT)
-        print(
-            f"epoch {trainer.epoch}/{recipe.epochs}  loss {stats['train_loss']:.4f}  top1 {metrics['top1']:.2f}  "
-            f"top5 {metrics['top5']:.2f}  lr {row['lr']:.2e}  {row['img_per_s']:.0f} img/s  {stats['seconds']:.0f}s",
-            flush=True,
-        )
+        print(f"epoch {trainer.epoch}/{recipe.epochs}  {trainer.epoch_line(row)}", flush=True)
         done_now += 1
         if stop_after is not None and done_now >= stop_after and trainer.epoch < recipe.epochs:
             return None
-    return finish(run_dir, recipe, trainer, data, wall_start)
+    return trainer.finish(run_dir, wall_start)
 
 
 def finish(run_dir: Path, recipe: TrainRecipe, trainer: Trainer, data: ClassificationData, wall_start: float) -> dict:

@@ -1,0 +1,154 @@
+"""SimMIM pretraining (``swinv2 pretrain``): the loop of :mod:`.loop` with a masked-pixel loss.
+
+Labels are ignored. The run folder is the one ``swinv2 train`` writes (config, metrics.jsonl, atomic
+checkpoints, resume), with ``model.safetensors`` holding the encoder alone, so that
+``swinv2 train --pretrained RUN/model.safetensors`` fine-tunes it at any resolution and window, and
+``reconstructions.png``: original / masked / reconstructed validation images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import save_weights
+from ..models.config import to_pair
+from ..models.simmim import MaskGenerator, SimMIM
+from .loop import Trainer, autocast, build_model, fit
+from .recipe import TrainRecipe
+from .state import read_metrics, write_json
+
+GRID = "reconstructions.png"
+MIN_SHOWN = 96  # pixels: the picture enlarges smaller images to at least this
+
+
+@dataclass
+class PretrainRecipe(TrainRecipe):
+    mask_patch_size: int = 8  # 32 in the paper at 192 px; 8 px cells of 2 x 2 tokens at 28 px
+    mask_ratio: float = 0.5
+    norm_target_window: int | None = None  # 47 in SwinV2's SimMIM configurations
+    grid_every: int = 5  # epochs between reconstruction pictures (the last epoch always draws one)
+    epochs: int = 10
+    lr: float = 4e-3  # per 512 images
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mixup or self.cutmix:
+            raise ValueError("mixup / cutmix mix labels; pretraining has none")
+        if not 0 < self.mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.grid_every < 1:
+            raise ValueError(f"grid_every must be >= 1, got {self.grid_every}")
+
+
+class PretrainTrainer(Trainer):
+    """A :class:`SimMIM` around the recipe's encoder; masks are drawn from the (per-epoch seeded) RNG."""
+
+    recipe: PretrainRecipe
+
+    def __init__(self, recipe: PretrainRecipe, data, device: torch.device):
+        super().__init__(recipe, data, device)
+        encoder = self.model.encoder
+        img = to_pair(encoder.cfg.img_size)[0]
+        self.masks = MaskGenerator(img, recipe.mask_patch_size, encoder.cfg.patch_size, recipe.mask_ratio)
+
+    def build_model(self) -> nn.Module:
+        encoder = build_model(self.recipe, self.data)
+        encoder.reset_classifier(0)  # the head plays no part in pretraining
+        return SimMIM(encoder, self.recipe.norm_target_window)
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        mask = self.masks(len(images)).to(self.device)
+        with autocast(self.device, self.recipe.amp):
+            loss, _ = self.model(images, mask)
+        return loss.float()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Masked-pixel L1 on the validation images, with the same masks every epoch."""
+        model = self.eval_model.eval()
+        gen = torch.Generator().manual_seed(0)
+        total, seen = 0.0, 0
+        for images, _ in self._loader(self.data.val, shuffle=False):
+            images = self._prepare(images)
+            mask = self.masks(len(images), gen).to(self.device)
+            with autocast(self.device, self.recipe.amp):
+                loss, _ = model(images, mask)
+            total += loss.item() * len(images)
+            seen += len(images)
+        if self.epoch % self.recipe.grid_every == 0 or self.epoch == self.recipe.epochs:
+            self.draw(Path(self.recipe.output) / GRID)
+        return {"val_loss": total / seen}
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device)
+        transform = self.data.val_batch_transform
+        return transform(images) if transform is not None else images
+
+    @torch.no_grad()
+    def draw(self, path: Path, count: int = 8) -> Path:
+        """Rows: original, masked (grey), reconstruction with the visible pixels pasted back."""
+        from torchvision.utils import save_image
+
+        model = self.eval_model.eval()
+        images = self._prepare(torch.stack([self.data.val[i][0] for i in range(min(count, len(self.data.val)))]))
+        mask = self.masks(len(images), torch.Generator().manual_seed(0)).to(self.device)
+        _, recon = model(images.float(), mask)
+        p = model.encoder.cfg.patch_size
+        h, w = images.shape[-2:]
+        pixels = mask.repeat_interleave(p, 1).repeat_interleave(p, 2)[:, None, :h, :w]
+        mean = torch.tensor(self.data.mean, device=self.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.data.std, device=self.device).view(1, -1, 1, 1)
+        if model.norm_target_window is not None:  # the decoder predicts locally standardised pixels
+            lo, hi = recon.amin((1, 2, 3), keepdim=True), recon.amax((1, 2, 3), keepdim=True)
+            recon = ((recon - lo) / (hi - lo + 1e-6) - mean) / std
+        original = images * std + mean
+        masked = torch.where(pixels, torch.full_like(original, 0.5), original)
+        pasted = torch.where(pixels, recon * std + mean, original)
+        rows = torch.cat([original, masked, pasted]).clamp(0, 1).float().cpu()
+        zoom = math.ceil(MIN_SHOWN / min(h, w))  # small images are enlarged (nearest) to be seen
+        rows = torch.nn.functional.interpolate(rows, scale_factor=zoom, mode="nearest") if zoom > 1 else rows
+        save_image(rows, path, nrow=len(images), padding=2, pad_value=1.0)
+        return path
+
+    def epoch_line(self, row: dict) -> str:
+        return (
+            f"loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  lr {row['lr']:.2e}  "
+            f"{row['img_per_s']:.0f} img/s  {row['seconds']:.0f}s"
+        )
+
+    def finish(self, run_dir: Path, wall_start: float) -> dict:
+        """The encoder's weights (with its config and normalisation), ``summary.json``."""
+        meta = {"mean": json.dumps(self.data.mean), "std": json.dumps(self.data.std), "simmim": "encoder"}
+        save_weights(self.eval_model.encoder, run_dir / "model.safetensors", meta)
+        rows = read_metrics(run_dir)
+        summary = {
+            "model": self.recipe.model,
+            "data": self.data.name,
+            "epochs": self.epoch,
+            "first_loss": rows[0]["train_loss"],
+            "final_loss": rows[-1]["train_loss"],
+            "val_loss": rows[-1]["val_loss"],
+            "train_images": len(self.data.train),
+            "train_seconds": sum(r["seconds"] for r in rows),
+            "wall_seconds_this_invocation": time.perf_counter() - wall_start,
+            "mask": {"patch": self.recipe.mask_patch_size, "ratio": self.recipe.mask_ratio},
+        }
+        if not all(math.isfinite(summary[k]) for k in ("first_loss", "final_loss")):
+            raise RuntimeError(f"pretraining diverged: {summary}")
+        write_json(run_dir / "summary.json", summary)
+        print(f"done: masked-pixel L1 {summary['first_loss']:.4f} -> {summary['final_loss']:.4f} -> {run_dir}")
+        return summary
+
+
+def pretrain(recipe: PretrainRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True):
+    """Pretrain per ``recipe`` into its run folder (see :func:`swinv2.train.fit` for the arguments)."""
+    return fit(recipe, resume, stop_after, progress, trainer_class=PretrainTrainer)

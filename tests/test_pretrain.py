@@ -1,0 +1,85 @@
+"""`swinv2 pretrain`: a short SimMIM run on real images, its run folder, and fine-tuning from it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from swinv2.data import find_fashion_mnist
+from swinv2.train import TrainRecipe, fit
+from swinv2.train.pretrain import GRID, PretrainRecipe, pretrain
+
+try:
+    find_fashion_mnist(download=False)
+    HAVE_FMNIST = True
+except FileNotFoundError:
+    HAVE_FMNIST = False
+pytestmark = pytest.mark.skipif(not HAVE_FMNIST, reason="Fashion-MNIST IDX files not installed")
+
+TINY = {"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "cpb_hidden": 32}
+
+
+def test_short_pretraining_lowers_the_loss_and_hands_its_encoder_to_fine_tuning(tmp_path):
+    recipe = PretrainRecipe(
+        model_overrides=TINY,
+        train_limit=512,
+        val_limit=64,
+        epochs=3,
+        batch_size=32,
+        grid_every=2,
+        output=str(tmp_path / "pre"),
+    )
+    summary = pretrain(recipe, progress=False)
+    run = tmp_path / "pre"
+    assert summary["final_loss"] < summary["first_loss"], summary
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 3
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all("val_loss" in r for r in rows)
+    with Image.open(run / GRID) as grid:  # 3 rows of 8 images of 28 px shown at 112 px, 2 px padding
+        assert grid.size == (8 * 114 + 2, 3 * 114 + 2)
+
+    # The encoder fine-tunes at another resolution and window; its weights arrive unchanged.
+    tuned = fit(
+        TrainRecipe(
+            model_overrides=TINY,
+            pretrained=str(run / "model.safetensors"),
+            img_size=56,
+            window_size=14,
+            train_limit=64,
+            val_limit=64,
+            epochs=1,
+            batch_size=32,
+            lr=0.0,
+            min_lr=0.0,
+            output=str(tmp_path / "tuned"),
+        ),
+        progress=False,
+    )
+    assert tuned["epochs"] == 1
+    from safetensors.torch import load_file
+
+    before, after = load_file(run / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
+    moved = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert not moved, moved  # lr 0: every encoder tensor is exactly the pretrained one
+    assert "head.fc.weight" in after and "head.fc.weight" not in before
+
+
+def test_pretraining_resume_equals_an_uninterrupted_run(tmp_path):
+    kw = dict(model_overrides=TINY, train_limit=128, val_limit=32, epochs=2, batch_size=32)
+    pretrain(PretrainRecipe(**kw, output=str(tmp_path / "a")), progress=False)
+    assert pretrain(PretrainRecipe(**kw, output=str(tmp_path / "b")), stop_after=1, progress=False) is None
+    pretrain(PretrainRecipe.load(tmp_path / "b" / "config.json"), resume=True, progress=False)
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretrain_refuses_labels_and_bad_masks():
+    with pytest.raises(ValueError, match="pretraining has none"):
+        PretrainRecipe(mixup=0.8)
+    with pytest.raises(ValueError, match="mask_ratio"):
+        PretrainRecipe(mask_ratio=0.0)
