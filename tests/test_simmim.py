@@ -103,3 +103,20 @@ def test_without_mask_the_encoder_is_the_plain_model_and_its_weights_hand_over(t
     tuned = tiny("swinv2_pico_window7_28", pretrained=str(tmp_path / "encoder.safetensors"), in_chans=1).eval()
     with torch.no_grad():
         assert torch.equal(tuned.forward_features(images), model.encoder.forward_features(images))
+
+
+def test_study_table_reports_both_runs_and_the_gain():
+    from swinv2.studies.simmim import FINETUNE, PRETRAIN, table
+
+    assert FINETUNE.labels_per_class * 10 == 1000 and PRETRAIN.train_limit is None  # all 60,000 images
+    text = table(
+        {
+            "labels": 1000,
+            "scratch_top1": 70.0,
+            "simmim_top1": 74.5,
+            "gain": 4.5,
+            "pretrain": {"epochs": 10},
+            "seconds": 600,
+        }
+    )
+    assert "| scratch | 1000 | 70.00 |" in text and "74.50" in text and "+4.50 points" in text

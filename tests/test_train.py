@@ -237,3 +237,13 @@ def test_batch_augment_crops_only_with_padding():
     torch.manual_seed(0)
     out = shifted(images)
     assert out.shape == (16, 1, 28, 28) and not torch.equal(out, images.float() / 255)
+
+
+def test_balanced_subset_takes_the_first_n_of_each_class():
+    from swinv2.data import TensorImageDataset, balanced_subset
+
+    labels = torch.tensor([0, 1, 0, 2, 1, 0, 2, 2, 1])
+    subset = balanced_subset(TensorImageDataset(torch.zeros(9, 4, 4, dtype=torch.uint8), labels), 2)
+    assert list(subset.indices) == [0, 1, 2, 3, 4, 6]
+    with pytest.raises(ValueError, match="fewer than 4 per class"):
+        balanced_subset(TensorImageDataset(torch.zeros(9, 4, 4, dtype=torch.uint8), labels), 4)

@@ -176,6 +176,7 @@ TRAIN_FLAGS = {
     "seed": (int, "random seed (runs are reproducible on CPU)"),
     "device": (str, "auto, cpu, cuda, cuda:N"),
     "train_limit": (int, "train on the first N images only"),
+    "labels_per_class": (int, "train on the first N images of each class (few-label fine-tuning)"),
     "val_limit": (int, "evaluate on the first N images only"),
     "workers": (int, "data loader worker processes"),
 }
@@ -188,6 +189,13 @@ PRETRAIN_FLAGS = {
     "grid_every": (int, "epochs between reconstruction pictures"),
 }
 NOT_PRETRAINING = ("label_smoothing", "mixup", "cutmix", "layer_decay")
+
+
+def _study(args: argparse.Namespace) -> int:
+    from .studies import simmim
+
+    simmim.run(args.output, progress=not args.no_progress)
+    return 0
 
 
 def _add_run_flags(p: argparse.ArgumentParser, flags: dict) -> None:
@@ -228,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="SimMIM self-supervised pretraining (labels ignored; Fashion-MNIST by default)")
     _add_run_flags(p, {k: v for k, v in {**TRAIN_FLAGS, **PRETRAIN_FLAGS}.items() if k not in NOT_PRETRAINING})
     p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("study", help="the paper's experiments in miniature, on Fashion-MNIST")
+    p.add_argument("name", choices=("simmim",), help="simmim: label efficiency of SimMIM pretraining")
+    p.add_argument("--output", required=True, help="folder for the runs, results.json and results.md")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_study)
 
     p = sub.add_parser("eval", help="top-1 / top-5 of a trained checkpoint on a dataset, at any size and window")
     p.add_argument("checkpoint", help="run folder or model.safetensors written by `swinv2 train`")

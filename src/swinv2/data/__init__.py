@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from .datasets import IMAGENET_MEAN, IMAGENET_STD, ClassificationData, TensorImageDataset, image_folder
 from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 from .fashion_mnist import find_fashion_mnist, load_fashion_mnist, read_idx
@@ -15,6 +17,7 @@ def build_classification_data(
     train_tf: dict,
     train_limit: int | None = None,
     val_limit: int | None = None,
+    labels_per_class: int | None = None,
 ) -> ClassificationData:
     """Fashion-MNIST when ``data`` is None, else the image folder ``data`` (``train/`` and ``val/``)."""
     from torch.utils.data import Subset
@@ -54,6 +57,8 @@ def build_classification_data(
         classes, name = tuple(train.classes), str(data)
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"{name}: empty dataset (train {len(train)}, val {len(val)} images)")
+    if labels_per_class:
+        train = balanced_subset(train, labels_per_class)
     if train_limit:
         train = Subset(train, range(min(train_limit, len(train))))
     if val_limit:
@@ -63,10 +68,25 @@ def build_classification_data(
     )
 
 
+def balanced_subset(dataset, per_class: int):
+    """The first ``per_class`` images of every class, in dataset order (the few-label setting)."""
+    from torch.utils.data import Subset
+
+    labels = torch.as_tensor(dataset.labels if hasattr(dataset, "labels") else dataset.targets)
+    picks = []
+    for cls in labels.unique().tolist():
+        where = (labels == cls).nonzero().flatten()
+        if len(where) < per_class:
+            raise ValueError(f"class {cls} has {len(where)} training images, fewer than {per_class} per class")
+        picks.append(where[:per_class])
+    return Subset(dataset, torch.cat(picks).sort().values.tolist())
+
+
 __all__ = [
     "BatchAugment",
     "ClassificationData",
     "TensorImageDataset",
+    "balanced_subset",
     "batch_mixer",
     "build_classification_data",
     "eval_transform",

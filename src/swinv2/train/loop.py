@@ -60,7 +60,8 @@ def build_data(recipe: TrainRecipe) -> ClassificationData:
     aug = {"crop": recipe.crop, "hflip": recipe.hflip, "randaugment": recipe.randaugment}
     aug["random_erasing"] = recipe.random_erasing
     in_chans = recipe.model_overrides.get("in_chans")
-    return build_classification_data(recipe.data, img, in_chans, aug, recipe.train_limit, recipe.val_limit)
+    limits = (recipe.train_limit, recipe.val_limit, recipe.labels_per_class)
+    return build_classification_data(recipe.data, img, in_chans, aug, *limits)
 
 
 def build_model(recipe: TrainRecipe, data: ClassificationData) -> nn.Module:

@@ -31,6 +31,7 @@ class TrainRecipe:
     # data
     data: str | None = None
     train_limit: int | None = None
+    labels_per_class: int | None = None  # train on the first N images of each class
     val_limit: int | None = None
     workers: int = 0
     crop: str | None = None  # None: "none" on Fashion-MNIST, "rrc" on image folders
