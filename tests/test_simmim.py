@@ -120,3 +120,43 @@ def test_study_table_reports_both_runs_and_the_gain():
         }
     )
     assert "| scratch | 1000 | 70.00 |" in text and "74.50" in text and "+4.50 points" in text
+
+
+def test_hugging_face_masked_image_modeling_weights_give_the_same_reconstruction_and_loss():
+    transformers = pytest.importorskip("transformers")
+    from swinv2 import SwinV2Config
+    from swinv2.convert import convert_state_dict
+    from swinv2.models import SwinV2
+
+    hf_cfg = transformers.Swinv2Config(
+        image_size=32,
+        patch_size=4,
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[1, 2],
+        window_size=4,
+        num_channels=1,
+        encoder_stride=8,
+    )
+    hf = randomize(transformers.Swinv2ForMaskedImageModeling(hf_cfg)).eval()
+    cfg = SwinV2Config(
+        img_size=32,
+        patch_size=4,
+        embed_dim=16,
+        depths=(2, 2),
+        num_heads=(1, 2),
+        window_size=4,
+        in_chans=1,
+        num_classes=0,
+    )
+    ours = SimMIM(SwinV2(cfg)).eval()
+    ours.load_converted(convert_state_dict(hf.state_dict()))
+    images = torch.randn(2, 1, 32, 32)
+    mask = ours.mask_generator(32, 8, 0.5)(2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs = hf(pixel_values=images, bool_masked_pos=mask.flatten(1))
+        loss, recon = ours(images, mask)
+    err = (theirs.reconstruction - recon).abs()
+    print("HF SimMIM reconstruction max |diff|", err.max().item(), "mean", err.mean().item())
+    assert torch.allclose(theirs.reconstruction, recon, atol=1e-4)
+    assert torch.allclose(theirs.loss, loss, atol=1e-5)

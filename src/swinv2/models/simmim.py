@@ -110,5 +110,20 @@ class SimMIM(nn.Module):
         target = images if self.norm_target_window is None else normalize_targets(images, self.norm_target_window)
         return masked_l1(target, reconstruction, pixel_mask), reconstruction
 
+    def load_converted(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load a state dict from ``swinv2.convert_state_dict`` (official SimMIM or Hugging Face
+        ``Swinv2ForMaskedImageModeling``): encoder keys, ``mask_token`` and ``decoder.*``. Strict."""
+        own = {}
+        for key, value in state_dict.items():
+            if key == "mask_token":
+                own[key] = value.reshape(self.mask_token.shape)
+            elif key.startswith("decoder."):
+                own[key] = value
+            else:
+                own["encoder." + key] = value
+        if not any(k.startswith("encoder.head.") for k in own):  # pretraining files carry no classifier
+            own.update({"encoder." + k: v for k, v in self.encoder.state_dict().items() if k.startswith("head.")})
+        self.load_state_dict(own, strict=True)
+
     def mask_generator(self, img_size: int, mask_patch_size: int, mask_ratio: float) -> MaskGenerator:
         return MaskGenerator(img_size, mask_patch_size, self.encoder.cfg.patch_size, mask_ratio)
