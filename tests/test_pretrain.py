@@ -83,3 +83,38 @@ def test_pretrain_refuses_labels_and_bad_masks():
         PretrainRecipe(mixup=0.8)
     with pytest.raises(ValueError, match="mask_ratio"):
         PretrainRecipe(mask_ratio=0.0)
+
+
+def test_pretraining_continues_from_hugging_face_simmim_weights(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import save_file
+
+    from helpers import randomize
+
+    hf_cfg = transformers.Swinv2Config(
+        image_size=28,
+        patch_size=4,
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[1, 2],
+        window_size=7,
+        num_channels=1,
+        encoder_stride=8,
+    )
+    hf = randomize(transformers.Swinv2ForMaskedImageModeling(hf_cfg))
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, tmp_path / "hf.safetensors")
+    from swinv2.train.loop import build_data
+    from swinv2.train.pretrain import PretrainTrainer
+
+    recipe = PretrainRecipe(
+        model_overrides={"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2)},
+        pretrained=str(tmp_path / "hf.safetensors"),
+        train_limit=64,
+        val_limit=32,
+        output=str(tmp_path / "run"),
+    )
+    trainer = PretrainTrainer(recipe, build_data(recipe), torch.device("cpu"))
+    model = trainer.model
+    assert torch.equal(model.mask_token.flatten(), hf.swinv2.embeddings.mask_token.flatten())
+    assert torch.equal(model.decoder[0].weight, hf.decoder[0].weight)
+    assert torch.equal(model.encoder.patch_embed.proj.weight, hf.swinv2.embeddings.patch_embeddings.projection.weight)

@@ -61,9 +61,27 @@ class PretrainTrainer(Trainer):
         self.masks = MaskGenerator(img, recipe.mask_patch_size, encoder.cfg.patch_size, recipe.mask_ratio)
 
     def build_model(self) -> nn.Module:
-        encoder = build_model(self.recipe, self.data)
+        encoder = build_model(self.recipe, self.data)  # --pretrained loads the encoder of any layout
         encoder.reset_classifier(0)  # the head plays no part in pretraining
-        return SimMIM(encoder, self.recipe.norm_target_window)
+        model = SimMIM(encoder, self.recipe.norm_target_window)
+        if self.recipe.pretrained:
+            self._load_simmim_parts(model)
+        return model
+
+    def _load_simmim_parts(self, model: SimMIM) -> None:
+        """Continue from a SimMIM file (official, Hugging Face, this project's): its mask token and decoder."""
+        from ..checkpoint import read_checkpoint
+        from ..convert import convert_state_dict
+
+        converted = convert_state_dict(read_checkpoint(self.recipe.pretrained)[0])
+        parts = {k: v for k, v in converted.items() if k == "mask_token" or k.startswith("decoder.")}
+        if "mask_token" in parts:
+            parts["mask_token"] = parts["mask_token"].reshape(model.mask_token.shape)
+        own = model.state_dict()
+        mismatched = [k for k, v in parts.items() if own[k].shape != v.shape]
+        if mismatched:
+            raise ValueError(f"{self.recipe.pretrained}: SimMIM tensors {mismatched} do not fit this model")
+        model.load_state_dict(parts, strict=False)
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         mask = self.masks(len(images)).to(self.device)
