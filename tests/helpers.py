@@ -47,3 +47,20 @@ def diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """(max, mean) absolute difference, printed by every parity test."""
     d = (a.float() - b.float()).abs()
     return d.max().item(), d.mean().item()
+
+
+def hf_simmim(image_size: int, window_size: int) -> nn.Module:
+    """A randomised, two-stage, one-channel Hugging Face ``Swinv2ForMaskedImageModeling`` (the test oracle)."""
+    import transformers
+
+    cfg = transformers.Swinv2Config(
+        image_size=image_size,
+        patch_size=4,
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[1, 2],
+        window_size=window_size,
+        num_channels=1,
+        encoder_stride=8,
+    )
+    return randomize(transformers.Swinv2ForMaskedImageModeling(cfg))

@@ -86,22 +86,12 @@ def test_pretrain_refuses_labels_and_bad_masks():
 
 
 def test_pretraining_continues_from_hugging_face_simmim_weights(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from safetensors.torch import save_file
 
-    from helpers import randomize
+    from helpers import hf_simmim
 
-    hf_cfg = transformers.Swinv2Config(
-        image_size=28,
-        patch_size=4,
-        embed_dim=16,
-        depths=[2, 2],
-        num_heads=[1, 2],
-        window_size=7,
-        num_channels=1,
-        encoder_stride=8,
-    )
-    hf = randomize(transformers.Swinv2ForMaskedImageModeling(hf_cfg))
+    hf = hf_simmim(28, 7)
     save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, tmp_path / "hf.safetensors")
     from swinv2.train.loop import build_data
     from swinv2.train.pretrain import PretrainTrainer

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from helpers import randomize, tiny
+from helpers import hf_simmim, randomize, tiny
 from swinv2.models import MaskGenerator, SimMIM, masked_l1, normalize_targets
 
 
@@ -123,22 +123,12 @@ def test_study_table_reports_both_runs_and_the_gain():
 
 
 def test_hugging_face_masked_image_modeling_weights_give_the_same_reconstruction_and_loss():
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from swinv2 import SwinV2Config
     from swinv2.convert import convert_state_dict
     from swinv2.models import SwinV2
 
-    hf_cfg = transformers.Swinv2Config(
-        image_size=32,
-        patch_size=4,
-        embed_dim=16,
-        depths=[2, 2],
-        num_heads=[1, 2],
-        window_size=4,
-        num_channels=1,
-        encoder_stride=8,
-    )
-    hf = randomize(transformers.Swinv2ForMaskedImageModeling(hf_cfg)).eval()
+    hf = hf_simmim(32, 4).eval()
     cfg = SwinV2Config(
         img_size=32,
         patch_size=4,
