@@ -16,6 +16,8 @@ def create_model(
     source: str = "auto",
     strict: bool = False,
     grad_checkpointing: bool = False,
+    sequential_attention: bool | int = False,
+    sequential_mlp: bool | int = False,
     **overrides: object,
 ) -> SwinV2:
     """Build model ``name`` with config fields replaced by ``overrides``.
@@ -25,6 +27,9 @@ def create_model(
     re-creates the head, other windows rebuild the position tables, and files written by this project
     also bring the windows they were trained with (so Log-CPB keeps its coordinates) unless
     ``pretrained_window_sizes`` is given. Problems are logged by key name; ``strict=True`` raises instead.
+    ``grad_checkpointing``, ``sequential_attention`` and ``sequential_mlp`` are the memory savers of
+    :meth:`SwinV2.set_grad_checkpointing`, :meth:`SwinV2.set_sequential_attention` and
+    :meth:`SwinV2.set_sequential_mlp`.
     """
     if pretrained is None:
         model = SwinV2(get_config(name, **overrides))
@@ -39,4 +44,8 @@ def create_model(
         model.load_report = load_converted(model, tensors, source, strict, name=str(pretrained))
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if sequential_attention:
+        model.set_sequential_attention(sequential_attention)
+    if sequential_mlp:
+        model.set_sequential_mlp(sequential_mlp)
     return model

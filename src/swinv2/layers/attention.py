@@ -18,10 +18,12 @@ it too. Writes through ``p.data`` bypass version counters: call ``clear_cache()`
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .position import ContinuousPositionBias, RelativePositionTable, Window
 
@@ -30,6 +32,9 @@ NORM_EPS = 1e-12  # F.normalize's
 # Above this many elements (4 MiB in fp32) a merged bias is not kept between forward passes, which bounds
 # the cache of a block; SwinV2-T's largest (stage 1, shifted) is 786k elements.
 MAX_CACHED_BIAS_NUMEL = 1 << 20
+# ``sequential=True`` sizes chunks so that one chunk's attention scores hold at most this many elements
+# (16 MiB in fp32): SwinV2-T at 1024 px / window 8 then runs stage 1 in 3 chunks, at window 16 in 13.
+AUTO_CHUNK_SCORES = 1 << 22
 ATTENTION_TYPES = ("cosine", "dot")
 POSITION_BIASES = ("log_cpb", "linear_cpb", "table")
 
@@ -76,6 +81,7 @@ class WindowAttention(nn.Module):
             self.rel_pos = ContinuousPositionBias(num_heads, pretrained_window, log_spaced, cpb_hidden)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.sequential: bool | int = False
         self._bias_cache: dict[tuple, tuple[tuple, torch.Tensor | None, torch.Tensor]] = {}
 
     def train(self, mode: bool = True) -> WindowAttention:
@@ -128,15 +134,56 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, window: Window, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``(B * nW, N, C)`` windows; ``mask``: additive ``(nW, N, N)`` or None."""
-        b_, n, c = x.shape
+        chunk = self.chunk_windows(x.shape[1])
+        if chunk < x.shape[0]:
+            return self.proj_drop(self._sequential(x, window, mask, chunk))
         q, k, v = self._qkv(x)
         bias = self.attention_bias(window, mask, q.dtype)
         if mask is not None:
             nw = mask.shape[0]
-            q, k, v = (t.view(b_ // nw, nw, self.num_heads, n, self.head_dim) for t in (q, k, v))
+            q, k, v = (t.view(x.shape[0] // nw, nw, self.num_heads, *t.shape[-2:]) for t in (q, k, v))
         out = self._fused(q, k, v, bias) if self.fused else self._explicit(q, k, v, bias)
-        out = out.reshape(b_, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(b_, n, c)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(self._merge_heads(out, x.shape))
+
+    def _merge_heads(self, out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Per-head outputs ``(B_, [nW,] heads, N, hd)`` -> output projection of ``(B_, N, C)``."""
+        b_, n, c = shape
+        return self.proj(out.reshape(b_, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(b_, n, c))
+
+    def chunk_windows(self, n: int) -> int:
+        """Windows per chunk of sequential attention (``sys.maxsize`` when it is off)."""
+        if self.sequential is False or self.sequential is None:
+            return sys.maxsize
+        if self.sequential is True:
+            return max(1, AUTO_CHUNK_SCORES // (self.num_heads * n * n))
+        return int(self.sequential)
+
+    def _sequential(self, x: torch.Tensor, window: Window, mask: torch.Tensor | None, chunk: int) -> torch.Tensor:
+        """Attention over ``chunk`` windows at a time, from the qkv projection to the output projection,
+        each chunk recomputed in the backward pass: neither pass holds more than one chunk's q, k, v,
+        scores, bias or mask, only the chunks' inputs and outputs.
+
+        The paper's sequential self-attention: with activation checkpointing it is what lets stage 1
+        train at 1536 px, where all windows' scores at once would not fit.
+        """
+        table = self.rel_pos(window)  # (heads, N, N), shared by every chunk
+        recompute = torch.is_grad_enabled() and (x.requires_grad or table.requires_grad)
+        outs = []
+        for start in range(0, x.shape[0], chunk):
+            idx = slice(start, min(start + chunk, x.shape[0]))
+            # window i of the flat batch is window i % nW of its image
+            m = None if mask is None else mask[torch.arange(idx.start, idx.stop, device=mask.device) % mask.shape[0]]
+            args = (x[idx], table, m)
+            outs.append(checkpoint(self._chunk, *args, use_reentrant=False) if recompute else self._chunk(*args))
+        return torch.cat(outs)
+
+    def _chunk(self, x: torch.Tensor, table: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = self._qkv(x)
+        bias = table.to(q.dtype)
+        if mask is not None:
+            bias = bias + mask.unsqueeze(1).to(q.dtype)  # (c, heads, N, N)
+        out = self._fused(q, k, v, bias) if self.fused else self._explicit(q, k, v, bias)
+        return self._merge_heads(out, x.shape)
 
     def logit_scale_value(self) -> torch.Tensor:
         """``1 / tau`` per head, ``(heads, 1, 1)``."""
@@ -172,7 +219,8 @@ class WindowAttention(nn.Module):
             )
             return out.view(b, nw, h, n, d)
         # A 3-D mask also sends SDPA to the math path; (1, heads, N, N) keeps the flash kernel.
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0), dropout_p=dropout, scale=1.0)
+        mask = bias if bias.dim() == 4 else bias.unsqueeze(0)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=1.0)
 
 
 def _inverse_norm(t: torch.Tensor) -> torch.Tensor:

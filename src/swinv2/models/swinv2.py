@@ -17,6 +17,8 @@ Blocks work on channels-last maps ``(B, H, W, C)``; any image size is accepted (
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -228,10 +230,45 @@ class SwinV2(nn.Module):
                 block.set_window(to_pair(cfg.window_size))
         self._resize_position_tables(used)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them."""
-        for stage in self.stages:
+    def set_grad_checkpointing(self, enable: bool = True, stages: Iterable[int] | None = None) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them.
+
+        ``stages`` limits it to those stages (the rest keep theirs); None means all.
+        """
+        for stage in self._select_stages(stages):
             stage.grad_checkpointing = enable
+
+    def set_sequential_attention(self, enable: bool | int = True, stages: Iterable[int] | None = None) -> None:
+        """Compute window attention a chunk of windows at a time (the paper's sequential self-attention).
+
+        ``True`` sizes chunks automatically (about 4M attention scores each), an int is the number of
+        windows per chunk, ``False`` / 0 turns it off. Only blocks with more windows than a chunk change,
+        which in practice means the early, high-resolution stages. Outputs and gradients are unchanged.
+        """
+        _check_chunk(enable, "sequential attention takes True, False or a window count >= 1")
+        for stage in self._select_stages(stages):
+            for block in stage.blocks:
+                block.attn.sequential = enable if enable else False
+
+    def set_sequential_mlp(self, enable: bool | int = True, stages: Iterable[int] | None = None) -> None:
+        """Run each block's MLP a chunk of tokens at a time, recomputing chunks in the backward pass.
+
+        The companion of sequential attention at high resolution: after checkpointing and chunked
+        attention, the MLP's 4x-wide hidden activations are the largest tensors a block's backward pass
+        holds. ``True`` sizes chunks automatically (about 4M hidden activations), an int is tokens per chunk.
+        """
+        _check_chunk(enable, "sequential MLP takes True, False or a token count >= 1")
+        for stage in self._select_stages(stages):
+            for block in stage.blocks:
+                block.mlp.sequential = enable if enable else False
+
+    def _select_stages(self, stages: Iterable[int] | None) -> list[SwinV2Stage]:
+        if stages is None:
+            return list(self.stages)
+        picked = sorted(set(stages))
+        if any(not 0 <= i < len(self.stages) for i in picked):
+            raise ValueError(f"stages must be in 0..{len(self.stages) - 1}, got {picked}")
+        return [self.stages[i] for i in picked]
 
     def no_weight_decay(self) -> set[str]:
         """Parameters that the recipe excludes from weight decay (besides all 1-D params and biases)."""
@@ -299,6 +336,11 @@ class ClassifierHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(x.mean(dim=(1, 2)))  # (B, H, W, C) -> (B, C)
         return x if pre_logits else self.fc(x)
+
+
+def _check_chunk(value: object, message: str) -> None:
+    if not isinstance(value, bool) and (not isinstance(value, int) or value < 0):
+        raise ValueError(f"{message}, got {value!r}")
 
 
 def _init_module(module: nn.Module) -> None:

@@ -1,0 +1,127 @@
+"""Memory savers: sequential (chunked) window attention and selective activation checkpointing.
+
+Both must leave outputs and gradients unchanged; the memory they save is measured by ``swinv2 bench-memory``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import diff, randomize, tiny
+from swinv2 import create_model
+from swinv2.layers import attention as attention_module
+from swinv2.layers import mlp as mlp_module
+
+
+def _forward_backward(model, x, seed: int = 0):
+    """Output and parameter gradients of one pass (drop path and dropout draw from ``seed``)."""
+    torch.manual_seed(seed)
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.detach(), grads
+
+
+def _assert_same(ref, got, label: str, tol: float = 1e-5) -> None:
+    (out_a, grads_a), (out_b, grads_b) = ref, got
+    mx, mean = diff(out_a, out_b)
+    print(f"{label}: output max {mx:.2e} mean {mean:.2e}")
+    assert mx <= tol
+    assert grads_a.keys() == grads_b.keys()
+    worst = max(((a - grads_b[n]).abs().max() / a.abs().max().clamp_min(1e-12)).item() for n, a in grads_a.items())
+    print(f"{label}: worst relative gradient diff {worst:.2e} over {len(grads_a)} tensors")
+    assert worst <= tol
+
+
+# 44 px / window 4: stage 1 has 11 x 11 tokens (padded to 12 x 12, shifted, 9 windows); stage 2 pads 6 -> 8;
+# pretrained windows make Log-CPB rescale its coordinates.
+CASES = {
+    "shifted_padded": dict(img_size=44, window_size=4),
+    "pretrained_window": dict(img_size=32, window_size=4, pretrained_window_sizes=(2, 2, 2, 2)),
+    "clipped": dict(img_size=64, window_size=8),
+}
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "explicit"])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("chunk", [1, 4, True])
+def test_sequential_attention_equals_batched(case, chunk, fused, monkeypatch):
+    # automatic chunks hold ~4M scores, more than these tiny models have: shrink them to 3 windows of 16 tokens
+    monkeypatch.setattr(attention_module, "AUTO_CHUNK_SCORES", 3 * 16 * 16)
+    model = randomize(tiny("swinv2_tiny_window8_256", fused_attention=fused, **CASES[case])).train()
+    x = torch.randn(2, 3, *(2 * (CASES[case]["img_size"],)))
+    ref = _forward_backward(model, x)
+    model.set_sequential_attention(chunk)
+    _assert_same(ref, _forward_backward(model, x), f"{case} chunk={chunk} fused={fused}")
+    with torch.no_grad():
+        model.eval()
+        got = model(x)
+        model.set_sequential_attention(False)
+        mx, _ = diff(got, model(x))
+    assert mx <= 1e-5
+
+
+def test_sequential_attention_really_chunks(monkeypatch):
+    """The chunked path runs (not the batched one), with the expected number of chunks per block."""
+    model = randomize(tiny("swinv2_tiny_window8_256", img_size=64, window_size=4)).train()
+    calls = []
+    original = attention_module.WindowAttention._chunk
+    monkeypatch.setattr(
+        attention_module.WindowAttention,
+        "_chunk",
+        lambda self, x, *a: calls.append(x.shape[0]) or original(self, x, *a),
+    )
+    model.set_sequential_attention(5, stages=[0])
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    # stage 1: 16 x 16 tokens, 16 windows per image, 32 in the batch -> chunks of 5, 7 chunks per block;
+    # the forward pass and the backward recompute (last chunk first) each run every chunk once, in both blocks.
+    assert sorted(calls) == [2] * 4 + [5] * 24
+
+
+def test_sequential_attention_with_checkpointing_and_dropout():
+    """Nested recompute (block checkpoint around chunk checkpoints) keeps dropout masks and gradients."""
+    model = randomize(tiny("swinv2_tiny_window8_256", img_size=44, window_size=4, attn_drop_rate=0.3)).train()
+    x = torch.randn(2, 3, 44, 44)
+    ref = _forward_backward(model, x)
+    model.set_grad_checkpointing(True)
+    model.set_sequential_attention(2)
+    _assert_same(ref, _forward_backward(model, x), "checkpointing + sequential + attention dropout")
+
+
+def test_create_model_switches_and_selective_stages():
+    model = create_model("swinv2_pico_window7_28", grad_checkpointing=True, sequential_attention=3)
+    assert all(s.grad_checkpointing for s in model.stages)
+    assert all(b.attn.sequential == 3 for s in model.stages for b in s.blocks)
+    assert not any(b.mlp.sequential for s in model.stages for b in s.blocks)
+    chunked = create_model("swinv2_pico_window7_28", sequential_mlp=True)
+    assert all(b.mlp.sequential is True for s in chunked.stages for b in s.blocks)
+    model.set_grad_checkpointing(False, stages=[1, 2])
+    assert [s.grad_checkpointing for s in model.stages] == [True, False, False]
+    model.set_sequential_attention(False)
+    assert all(b.attn.sequential is False for s in model.stages for b in s.blocks)
+    with pytest.raises(ValueError, match=r"stages must be in 0\.\.2"):
+        model.set_grad_checkpointing(True, stages=[3])
+    with pytest.raises(ValueError, match="window count"):
+        model.set_sequential_attention(-2)
+    with pytest.raises(ValueError, match="token count"):
+        model.set_sequential_mlp("yes")
+
+
+@pytest.mark.parametrize(
+    ("case", "chunk"), [("shifted_padded", 7), *((case, True) for case in CASES)], ids=lambda v: str(v)
+)
+def test_sequential_mlp_equals_batched(case, chunk, monkeypatch):
+    monkeypatch.setattr(mlp_module, "AUTO_CHUNK_HIDDEN", 10 * 32)  # tiny stage 1 has 32 hidden: 10 tokens a chunk
+    # drop path, not MLP dropout: chunks would draw dropout masks in another order (same distribution)
+    # float64: summing weight gradients over 7-token chunks reorders fp32 additions (1e-5 relative); in
+    # float64 any real difference would stand out above the 1e-10 bound.
+    model = randomize(tiny("swinv2_tiny_window8_256", drop_path_rate=0.2, **CASES[case])).train().double()
+    x = torch.randn(2, 3, *(2 * (CASES[case]["img_size"],)), dtype=torch.float64)
+    ref = _forward_backward(model, x)
+    model.set_sequential_mlp(chunk)
+    model.set_sequential_attention(3)
+    model.set_grad_checkpointing(True)
+    _assert_same(ref, _forward_backward(model, x), f"{case} all savers, MLP chunk={chunk}", tol=1e-10)
+    assert model.stages[0].blocks[0].mlp.chunk_tokens() == (7 if chunk == 7 else 10)
