@@ -125,3 +125,19 @@ def test_sequential_mlp_equals_batched(case, chunk, monkeypatch):
     model.set_grad_checkpointing(True)
     _assert_same(ref, _forward_backward(model, x), f"{case} all savers, MLP chunk={chunk}", tol=1e-10)
     assert model.stages[0].blocks[0].mlp.chunk_tokens() == (7 if chunk == 7 else 10)
+
+
+def test_training_recipe_and_cli_switch_the_savers():
+    from types import SimpleNamespace
+
+    from swinv2.cli import _train_recipe, build_parser
+    from swinv2.train.loop import build_model
+
+    args = build_parser().parse_args(["train", "--grad-checkpointing", "on", "--sequential-attention", "yes"])
+    recipe = _train_recipe(args)
+    assert (recipe.grad_checkpointing, recipe.sequential_attention, recipe.sequential_mlp) == (True, True, False)
+    model = build_model(recipe, SimpleNamespace(classes=list("abc"), in_chans=1))
+    assert all(s.grad_checkpointing for s in model.stages)
+    assert all(b.attn.sequential is True and b.mlp.sequential is False for s in model.stages for b in s.blocks)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--sequential-mlp", "maybe"])

@@ -46,14 +46,22 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return obj, {}
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Write a model's tensors (and its config, for SwinV2 models) to ``.safetensors``, atomically."""
+def save_weights(
+    model: nn.Module,
+    path: str | os.PathLike,
+    metadata: dict[str, str] | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write a model's tensors (and its config, for SwinV2 models) to ``.safetensors``, atomically.
+
+    ``tensors`` replaces ``model.state_dict()`` (the full weights of a sharded model, gathered).
+    """
     meta = {"format": "swinv2"}
     cfg = getattr(model, "cfg", None)
     if cfg is not None:
         meta["config"] = json.dumps(cfg.to_dict())
     meta.update(metadata or {})
-    write_safetensors(model.state_dict(), path, meta)
+    write_safetensors(model.state_dict() if tensors is None else tensors, path, meta)
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:

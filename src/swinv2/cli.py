@@ -66,6 +66,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _train_recipe(args: argparse.Namespace, pretraining: bool = False):
+    import dataclasses
+
     from .train import TrainRecipe
     from .train.pretrain import PretrainRecipe
 
@@ -77,7 +79,11 @@ def _train_recipe(args: argparse.Namespace, pretraining: bool = False):
         if args.epochs is not None:
             recipe.epochs = args.epochs  # extend a finished or interrupted run
         recipe.output = args.resume
-        return recipe
+        # a run may continue under another strategy (and world size) than the one that saved it
+        # and with other memory savers, which change memory and time but not the numbers
+        switchable = ("strategy", "meta_init", "grad_checkpointing", "sequential_attention", "sequential_mlp")
+        changes = {f: getattr(args, f) for f in switchable if getattr(args, f, None) is not None}
+        return dataclasses.replace(recipe, **changes) if changes else recipe
     fields = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
     return cls(**fields)
 
@@ -126,6 +132,34 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_memory(args: argparse.Namespace) -> int:
+    from .memory_bench import main as run_memory_benchmark
+
+    run_memory_benchmark(
+        model_name=args.model,
+        img_size=args.img_size,
+        batch=args.batch_size,
+        peers=tuple(p for p in args.peers.split(",") if p),
+        device=args.device,
+    )
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import main as run_plan
+
+    run_plan(
+        model_name=args.model,
+        img_size=args.img_size,
+        window_size=args.window_size,
+        batch_size=args.batch_size,
+        world_size=args.world_size,
+        strategy=args.strategy,
+        amp=args.amp,
+    )
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import main as run_benchmark
 
@@ -140,6 +174,13 @@ def _bench(args: argparse.Namespace) -> int:
         device=args.device,
     )
     return 0
+
+
+def _on_off(text: str) -> bool:
+    value = {"on": True, "yes": True, "true": True, "1": True, "off": False, "no": False, "false": False, "0": False}
+    if text.lower() not in value:
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return value[text.lower()]
 
 
 TRAIN_FLAGS = {
@@ -170,6 +211,9 @@ TRAIN_FLAGS = {
     ),
     "hflip": (float, "horizontal flip probability (default: 0 on Fashion-MNIST, 0.5 on --data)"),
     "drop_path": (float, "stochastic depth rate"),
+    "grad_checkpointing": (_on_off, "on/off: recompute each block's activations in the backward pass"),
+    "sequential_attention": (_on_off, "on/off: window attention a chunk of windows at a time (high resolution)"),
+    "sequential_mlp": (_on_off, "on/off: each MLP a chunk of tokens at a time (with checkpointing)"),
     "clip_grad": (float, "gradient norm clip (0 = off)"),
     "ema_decay": (float, "EMA of weights decay per step (0 = off, e.g. 0.999)"),
     "amp": (str, "mixed precision: none, bf16 (CPU/GPU), fp16 (GPU, with grad scaler)"),
@@ -179,6 +223,12 @@ TRAIN_FLAGS = {
     "labels_per_class": (int, "train on the first N images of each class (few-label fine-tuning)"),
     "val_limit": (int, "evaluate on the first N images only"),
     "workers": (int, "data loader worker processes"),
+    "strategy": (
+        str,
+        "single, or under torchrun: ddp, zero (ZeRO-1: AdamW state sharded) or fsdp (FSDP2: parameters, "
+        "gradients and state sharded); --batch-size stays the global batch",
+    ),
+    "meta_init": (_on_off, "on/off: with fsdp, build the model on the meta device and initialise it sharded"),
 }
 
 
@@ -281,6 +331,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=2, help="timed calls per contender per round")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("bench-memory", help="peak memory of a high-resolution training step: savers vs timm")
+    p.add_argument("--model", default="swinv2_tiny_window8_256", help="a timm-named registry entry")
+    p.add_argument("--img-size", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--peers", default="timm", help="timm, or empty for this project's rows only")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_bench_memory)
+
+    from .plan import STRATEGIES
+
+    p = sub.add_parser("plan", help="per-rank memory of a training job (params, grads, AdamW, activations)")
+    p.add_argument("--model", required=True, help="registry name, e.g. swinv2_giant_window12to40_192to640")
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--window-size", type=int)
+    p.add_argument("--batch-size", type=int, default=1, help="images per rank")
+    p.add_argument("--world-size", type=int, default=1)
+    p.add_argument("--strategy", default="fsdp", choices=STRATEGIES)
+    p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
+    p.set_defaults(func=_plan)
     return parser
 
 

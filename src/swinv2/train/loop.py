@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -21,12 +22,11 @@ from ..data import ClassificationData, batch_mixer, build_classification_data
 from ..factory import create_model
 from ..models.config import to_pair
 from ..registry import get_config
-from .optim import WarmupCosine, build_optimizer
+from .distributed import Distributed, find_checkpoint
+from .optim import WarmupCosine
 from .recipe import TrainRecipe
 from .state import (
-    CHECKPOINT,
     append_metrics,
-    atomic_torch_save,
     plot_curves,
     read_metrics,
     rng_state,
@@ -75,14 +75,24 @@ def build_model(recipe: TrainRecipe, data: ClassificationData) -> nn.Module:
     ):
         if value is not None:
             overrides[key] = value
-    return create_model(recipe.model, pretrained=recipe.pretrained, **overrides)
+    savers = {k: getattr(recipe, k) for k in ("grad_checkpointing", "sequential_attention", "sequential_mlp")}
+    return create_model(recipe.model, pretrained=recipe.pretrained, **savers, **overrides)
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none", batch_transform=None
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp: str = "none",
+    batch_transform=None,
+    reduce: Callable[..., tuple[float, ...]] | None = None,
 ) -> dict:
-    """Top-1 / top-5 (percent) and mean cross-entropy over the whole loader (inputs cast to the model's dtype)."""
+    """Top-1 / top-5 (percent) and mean cross-entropy over the whole loader (inputs cast to the model's dtype).
+
+    ``reduce`` sums the counts over ranks of a sharded loader, whose padding samples (label -1) only keep
+    the ranks' forward passes in step and are not counted.
+    """
     model.eval()
     dtype = next(model.parameters()).dtype
     correct1 = correct5 = total = 0
@@ -94,11 +104,15 @@ def evaluate(
         images = images.to(dtype)
         with autocast(device, amp):
             logits = model(images).float()
+        keep = labels >= 0
+        logits, labels = logits[keep], labels[keep]
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += (top[:, 0] == labels).sum().item()
         correct5 += (top == labels[:, None]).any(dim=1).sum().item()
         total += labels.numel()
+    if reduce is not None:
+        correct1, correct5, loss_sum, total = reduce(correct1, correct5, loss_sum, total)
     return {"top1": 100 * correct1 / total, "top5": 100 * correct5 / total, "val_loss": loss_sum / total}
 
 
@@ -109,10 +123,14 @@ class Trainer:
     :meth:`epoch_line` and :meth:`finish` (SimMIM pretraining does).
     """
 
-    def __init__(self, recipe: TrainRecipe, data: ClassificationData, device: torch.device):
+    def __init__(
+        self, recipe: TrainRecipe, data: ClassificationData, device: torch.device, dist: Distributed | None = None
+    ):
         self.recipe, self.data, self.device = recipe, data, device
-        self.model = self.build_model().to(device)
-        self.optimizer = build_optimizer(self.model, recipe.scaled_lr, recipe.weight_decay, recipe.layer_decay)
+        self.dist = dist or Distributed("single", device)
+        self.module = self.dist.prepare(self.build_model, recipe)  # the model (sharded under fsdp)
+        self.optimizer = self.dist.build_optimizer(self.module, recipe)
+        self.model = self.dist.wrap(self.module)  # what training calls: DDP around it under ddp and zero
         batches = math.ceil(len(data.train) / recipe.batch_size)
         self.steps_per_epoch = math.ceil(batches / recipe.accum_steps)
         self.scheduler = WarmupCosine(
@@ -127,7 +145,7 @@ class Trainer:
         if recipe.ema_decay:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+            self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
         self.mixer = batch_mixer(len(data.classes), recipe.mixup, recipe.cutmix)
         self.epoch = 0
 
@@ -150,13 +168,15 @@ class Trainer:
 
     @property
     def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.model
+        return self.ema.module if self.ema is not None else self.module
 
     def state_dict(self) -> dict:
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), **self.extra_state()}
+
+    def extra_state(self) -> dict:
+        """Everything of the checkpoint but the model and the optimiser (small, never sharded)."""
         state = {
             "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
@@ -167,8 +187,11 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.load_extra_state(state)
+
+    def load_extra_state(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
@@ -178,13 +201,10 @@ class Trainer:
     def _loader(self, dataset, shuffle: bool, seed: int = 0) -> DataLoader:
         r = self.recipe
         gen = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            dataset,
-            batch_size=r.batch_size if shuffle else max(r.batch_size, 256),
-            shuffle=shuffle,
-            generator=gen,
-            num_workers=r.workers,
-            pin_memory=self.device.type == "cuda",
+        batch = r.batch_size if shuffle else max(r.batch_size, 256)
+        # Several processes each load their slice of every batch.
+        return self.dist.loader(
+            dataset, batch, shuffle, gen, num_workers=r.workers, pin_memory=self.device.type == "cuda"
         )
 
     def train_epoch(self, progress: bool = True) -> dict:
@@ -192,7 +212,7 @@ class Trainer:
         run draws exactly the batches and augmentations of an uninterrupted one."""
         r, model = self.recipe, self.model
         epoch_seed = r.seed * 100_003 + self.epoch
-        seed_everything(epoch_seed)
+        seed_everything(self.dist.rank_seed(epoch_seed))  # other ranks augment (and mask) differently
         loader = self._loader(self.data.train, shuffle=True, seed=epoch_seed)
         model.train()
         total_loss, seen, start = 0.0, 0, time.perf_counter()
@@ -209,17 +229,20 @@ class Trainer:
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             if self.data.train_batch_transform is not None:
                 images = self.data.train_batch_transform(images)
-            loss = self.loss(images, labels)
-            self.scaler.scale(loss / r.accum_steps).backward()
+            share = self.dist.share(i, labels, len(self.data.train), r.batch_size)
+            loss = self.loss(images, share.labels)
+            # weight 1 in one process; over ranks, the average gradient is the one-process mean gradient
+            self.scaler.scale(loss * share.weight / r.accum_steps).backward()
             if (i + 1) % r.accum_steps == 0 or i + 1 == len(loader):
                 self._optimizer_step()
-            total_loss += loss.item() * len(images)
-            seen += len(images)
-            bar.update(len(images))
+            total_loss += loss.item() * share.real
+            seen += share.real
+            bar.update(share.batch)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{self.scheduler.lr:.2e}")
         bar.close()
+        total_loss, seen = self.dist.all_reduce_sum(total_loss, seen)
         self.epoch += 1
-        return {"train_loss": total_loss / seen, "seconds": time.perf_counter() - start, "images": seen}
+        return {"train_loss": total_loss / seen, "seconds": time.perf_counter() - start, "images": int(seen)}
 
     def _optimizer_step(self) -> None:
         if self.recipe.clip_grad > 0:
@@ -230,23 +253,26 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.ema.update_parameters(self.module)
 
     def evaluate(self) -> dict:
         loader = self._loader(self.data.val, shuffle=False)
-        return evaluate(self.eval_model, loader, self.device, self.recipe.amp, self.data.val_batch_transform)
+        transform = self.data.val_batch_transform
+        return evaluate(self.eval_model, loader, self.device, self.recipe.amp, transform, self.dist.all_reduce_sum)
 
-    def finish(self, run_dir: Path, wall_start: float) -> dict:
+    def finish(self, run_dir: Path, wall_start: float) -> dict | None:
         return finish(run_dir, self.recipe, self, self.data, wall_start)
 
 
-def prepare_run_dir(recipe: TrainRecipe, resume: bool) -> Path:
+def prepare_run_dir(recipe: TrainRecipe, resume: bool, main: bool = True) -> Path:
+    """The run folder with the resolved recipe (written by the ``main`` process only)."""
     run_dir = Path(recipe.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    if not resume and (run_dir / CHECKPOINT).exists():
+    if not resume and find_checkpoint(run_dir) is not None:
         raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --output")
     run_dir.mkdir(parents=True, exist_ok=True)
     recipe.output = str(run_dir)
-    recipe.save(run_dir / "config.json")
+    if main:
+        recipe.save(run_dir / "config.json")
     return run_dir
 
 
@@ -260,22 +286,34 @@ def fit(
     """Train per ``recipe`` into its run folder; with ``resume``, continue the run found there.
 
     ``stop_after`` ends this invocation after that many epochs (a time-sliced job, or a test of resume);
-    the return value is then None, otherwise the summary written to ``summary.json``.
+    the return value is then None, otherwise the summary written to ``summary.json``. Under torchrun,
+    ``recipe.strategy`` spreads the run over the processes; rank 0 alone prints and writes the folder,
+    and every rank returns the same value.
     """
+    with Distributed.setup(recipe.strategy, resolve_device(recipe.device)) as dist:
+        return _fit(recipe, dist, resume, stop_after, progress and dist.is_main, trainer_class)
+
+
+def _fit(
+    recipe: TrainRecipe, dist: Distributed, resume: bool, stop_after: int | None, progress: bool, trainer_class
+) -> dict | None:
     wall_start = time.perf_counter()
-    run_dir = prepare_run_dir(recipe, resume)
-    device = resolve_device(recipe.device)
+    if recipe.output is None:  # one timestamp for all ranks
+        recipe.output = dist.broadcast(f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = prepare_run_dir(recipe, resume, dist.is_main)
+    say = print if dist.is_main else lambda *a, **k: None
     seed_everything(recipe.seed)
     data = build_data(recipe)
-    trainer = trainer_class(recipe, data, device)
-    if resume and (run_dir / CHECKPOINT).exists():
-        trainer.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True))
-        truncate_metrics(run_dir, trainer.epoch)
-        print(f"resuming {run_dir} after epoch {trainer.epoch}")
-    n_params = sum(p.numel() for p in trainer.model.parameters())
-    print(
+    trainer = trainer_class(recipe, data, dist.device, dist)
+    if resume and dist.load(trainer, run_dir):
+        if dist.is_main:
+            truncate_metrics(run_dir, trainer.epoch)
+        say(f"resuming {run_dir} after epoch {trainer.epoch}")
+    n_params = sum(p.numel() for p in trainer.module.parameters())
+    say(
         f"{recipe.model}: {n_params / 1e6:.2f}M params, {data.name}: {len(data.train)} train / {len(data.val)} val "
-        f"images, {recipe.epochs} epochs x {trainer.steps_per_epoch} steps, lr {recipe.scaled_lr:.2e}, {device}"
+        f"images, {recipe.epochs} epochs x {trainer.steps_per_epoch} steps, lr {recipe.scaled_lr:.2e}, "
+        f"{dist.device}{dist.describe()}"
     )
     done_now = 0
     while trainer.epoch < recipe.epochs:
@@ -283,17 +321,26 @@ def fit(
         metrics = trainer.evaluate()
         row = {"epoch": trainer.epoch, "lr": trainer.scheduler.lr, **stats, **metrics}
         row["img_per_s"] = stats["images"] / stats["seconds"]
-        append_metrics(run_dir, row)
-        atomic_torch_save(trainer.state_dict(), run_dir / CHECKPOINT)
-        print(f"epoch {trainer.epoch}/{recipe.epochs}  {trainer.epoch_line(row)}", flush=True)
+        if dist.is_main:
+            append_metrics(run_dir, row)
+        dist.save(trainer, run_dir)
+        say(f"epoch {trainer.epoch}/{recipe.epochs}  {trainer.epoch_line(row)}", flush=True)
         done_now += 1
         if stop_after is not None and done_now >= stop_after and trainer.epoch < recipe.epochs:
             return None
-    return trainer.finish(run_dir, wall_start)
+    return dist.broadcast(trainer.finish(run_dir, wall_start))
 
 
-def finish(run_dir: Path, recipe: TrainRecipe, trainer: Trainer, data: ClassificationData, wall_start: float) -> dict:
-    """Final weights (EMA if on) with class names and normalisation, ``summary.json`` and the curves."""
+def finish(
+    run_dir: Path, recipe: TrainRecipe, trainer: Trainer, data: ClassificationData, wall_start: float
+) -> dict | None:
+    """Final weights (EMA if on) with class names and normalisation, ``summary.json`` and the curves.
+
+    Every rank calls it (fsdp gathers the weights); rank 0 writes and returns the summary, others None.
+    """
+    tensors = trainer.dist.full_state_dict(trainer.eval_model)
+    if not trainer.dist.is_main:
+        return None
     meta = {
         k: json.dumps(v)
         for k, v in {
@@ -303,7 +350,7 @@ def finish(run_dir: Path, recipe: TrainRecipe, trainer: Trainer, data: Classific
             "crop_pct": data.eval_crop_pct,
         }.items()
     }
-    save_weights(trainer.eval_model, run_dir / "model.safetensors", meta)
+    save_weights(trainer.eval_model, run_dir / "model.safetensors", meta, tensors)
     rows = read_metrics(run_dir)  # every epoch of the run, resumed ones included
     summary = {
         "model": recipe.model,
@@ -316,7 +363,7 @@ def finish(run_dir: Path, recipe: TrainRecipe, trainer: Trainer, data: Classific
         "train_seconds": sum(r["seconds"] for r in rows),
         "wall_seconds_this_invocation": time.perf_counter() - wall_start,
         "final_train_loss": rows[-1]["train_loss"],
-        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "params": sum(p.numel() for p in trainer.module.parameters()),
         "ema": bool(recipe.ema_decay),
     }
     write_json(run_dir / "summary.json", summary)

@@ -20,6 +20,7 @@ from torch import nn
 from ..checkpoint import save_weights
 from ..models.config import to_pair
 from ..models.simmim import MaskGenerator, SimMIM
+from .distributed import Distributed
 from .loop import Trainer, autocast, build_model, fit
 from .recipe import TrainRecipe
 from .state import read_metrics, write_json
@@ -54,9 +55,9 @@ class PretrainTrainer(Trainer):
 
     recipe: PretrainRecipe
 
-    def __init__(self, recipe: PretrainRecipe, data, device: torch.device):
-        super().__init__(recipe, data, device)
-        encoder = self.model.encoder
+    def __init__(self, recipe: PretrainRecipe, data, device: torch.device, dist: Distributed | None = None):
+        super().__init__(recipe, data, device, dist)
+        encoder = self.module.encoder
         img = to_pair(encoder.cfg.img_size)[0]
         self.masks = MaskGenerator(img, recipe.mask_patch_size, encoder.cfg.patch_size, recipe.mask_ratio)
 
@@ -91,17 +92,20 @@ class PretrainTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Masked-pixel L1 on the validation images, with the same masks every epoch."""
+        """Masked-pixel L1 on the validation images, with the same masks every epoch. Over several
+        processes each rank draws masks for its own slices, so the value differs slightly from one process's."""
         model = self.eval_model.eval()
         gen = torch.Generator().manual_seed(0)
         total, seen = 0.0, 0
-        for images, _ in self._loader(self.data.val, shuffle=False):
+        for images, labels in self._loader(self.data.val, shuffle=False):
             images = self._prepare(images)
             mask = self.masks(len(images), gen).to(self.device)
             with autocast(self.device, self.recipe.amp):
                 loss, _ = model(images, mask)
-            total += loss.item() * len(images)
-            seen += len(images)
+            real = int((labels >= 0).sum())  # a padding sample (label -1) counts for nothing
+            total += loss.item() * real
+            seen += real
+        total, seen = self.dist.all_reduce_sum(total, seen)
         if self.epoch % self.recipe.grid_every == 0 or self.epoch == self.recipe.epochs:
             self.draw(Path(self.recipe.output) / GRID)
         return {"val_loss": total / seen}
@@ -134,7 +138,8 @@ class PretrainTrainer(Trainer):
         rows = torch.cat([original, masked, pasted]).clamp(0, 1).float().cpu()
         zoom = math.ceil(MIN_SHOWN / min(h, w))  # small images are enlarged (nearest) to be seen
         rows = torch.nn.functional.interpolate(rows, scale_factor=zoom, mode="nearest") if zoom > 1 else rows
-        save_image(rows, path, nrow=len(images), padding=2, pad_value=1.0)
+        if self.dist.is_main:  # every rank reconstructs (fsdp's forward needs them all), one draws
+            save_image(rows, path, nrow=len(images), padding=2, pad_value=1.0)
         return path
 
     def epoch_line(self, row: dict) -> str:
@@ -143,10 +148,13 @@ class PretrainTrainer(Trainer):
             f"{row['img_per_s']:.0f} img/s  {row['seconds']:.0f}s"
         )
 
-    def finish(self, run_dir: Path, wall_start: float) -> dict:
-        """The encoder's weights (with its config and normalisation), ``summary.json``."""
+    def finish(self, run_dir: Path, wall_start: float) -> dict | None:
+        """The encoder's weights (with its config and normalisation), ``summary.json`` (rank 0; others None)."""
+        tensors = self.dist.full_state_dict(self.eval_model.encoder)
+        if not self.dist.is_main:
+            return None
         meta = {"mean": json.dumps(self.data.mean), "std": json.dumps(self.data.std), "simmim": "encoder"}
-        save_weights(self.eval_model.encoder, run_dir / "model.safetensors", meta)
+        save_weights(self.eval_model.encoder, run_dir / "model.safetensors", meta, tensors)
         rows = read_metrics(run_dir)
         summary = {
             "model": self.recipe.model,

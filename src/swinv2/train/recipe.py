@@ -16,6 +16,7 @@ from pathlib import Path
 from ..data.transforms import CROPS
 
 AMP_MODES = ("none", "bf16", "fp16")
+STRATEGIES = ("single", "ddp", "zero", "fsdp")  # see swinv2.train.distributed
 
 
 @dataclass
@@ -28,6 +29,10 @@ class TrainRecipe:
     window_size: int | None = None
     pretrained_window_sizes: tuple[int, ...] | None = None
     drop_path: float | None = None
+    # memory savers (same results, less memory, more compute): see docs/scale.md
+    grad_checkpointing: bool = False
+    sequential_attention: bool = False
+    sequential_mlp: bool = False
     # data
     data: str | None = None
     train_limit: int | None = None
@@ -57,6 +62,8 @@ class TrainRecipe:
     seed: int = 0
     device: str = "auto"
     output: str | None = None
+    strategy: str = "single"  # under torchrun: ddp, zero (ZeRO-1 optimiser sharding) or fsdp (FSDP2)
+    meta_init: bool | None = None  # fsdp: build on the meta device (None: above 500M parameters)
 
     def __post_init__(self) -> None:
         # Short Fashion-MNIST schedules learn faster without translation or flips (+6 points top-1 after
@@ -76,8 +83,19 @@ class TrainRecipe:
             raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.ema_decay and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        self._check_strategy()
         if self.pretrained_window_sizes is not None:
             self.pretrained_window_sizes = tuple(self.pretrained_window_sizes)
+
+    def _check_strategy(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.strategy == "fsdp" and self.amp == "fp16":
+            raise ValueError("fsdp trains with --amp none or bf16: fp16 loss scaling needs a sharded grad scaler")
+        if self.strategy == "fsdp" and self.ema_decay:
+            raise ValueError("--ema-decay is not supported with --strategy fsdp (the EMA copy would be unsharded)")
+        if self.meta_init and self.strategy != "fsdp":
+            raise ValueError("--meta-init builds the model shard by shard: it needs --strategy fsdp")
 
     @property
     def effective_batch(self) -> int:

@@ -1,0 +1,313 @@
+"""Data-parallel training: DDP, ZeRO-1 and FSDP2 in real torchrun processes reproduce the one-process run,
+and checkpoints resume across strategies and world sizes.
+
+The torchrun runs share one module-scoped fixture (one launch of two ranks running eight short runs, one
+of them ``swinv2 train --strategy fsdp`` through the CLI's ``main``; ~30 s on two busy cores); the rest
+are in-process unit tests. Tolerance: the strategies sum the same per-sample gradients in another order
+(per-rank means weighted and averaged instead of one mean), so runs agree to float32 rounding amplified
+by a few AdamW steps: measured <= 1e-6 relative on the losses, checked at 1e-4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as tdist
+from safetensors.torch import load_file
+from torch.utils.data import BatchSampler, RandomSampler
+
+from swinv2 import create_model
+from swinv2.cli import main
+from swinv2.data import find_fashion_mnist
+from swinv2.models.simmim import SimMIM
+from swinv2.train import TrainRecipe, WarmupCosine, evaluate, fit
+from swinv2.train.distributed import (
+    PAD,
+    Distributed,
+    RankBatches,
+    index_to_fqn,
+    materialize,
+    slice_bounds,
+)
+from swinv2.train.optim import build_optimizer
+
+try:
+    find_fashion_mnist(download=False)
+    HAVE_FMNIST = True
+except FileNotFoundError:
+    HAVE_FMNIST = False
+needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Fashion-MNIST IDX files not installed")
+
+RTOL = 1e-4
+# 97 = 3 x 32 + 1: the last global batch holds one image, so rank 1 trains on a padding sample (weight 0);
+# 67 validation images split 33 / 34. layer_decay < 1 gives per-group lr scales that ZeRO must pass on.
+BASE = dict(
+    model="swinv2_pico_window7_28",
+    train_limit=97,
+    val_limit=67,
+    epochs=2,
+    batch_size=32,
+    layer_decay=0.9,
+    warmup_epochs=0.5,
+)
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torchrun's ranks run one thread each; so does the reference (and two threads thrash busy cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+def launch(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(run: Path, ref: Path) -> dict:
+    """Per-epoch train / val loss within RTOL, same top-1, final weights close; returns the measured diffs."""
+    a, b = rows(run), rows(ref)
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
+    diffs = {}
+    for key in ("train_loss", "val_loss"):
+        diffs[key] = max(abs(x[key] - y[key]) / y[key] for x, y in zip(a, b))
+        assert diffs[key] < RTOL, (run.name, key, diffs[key])
+    assert [r["top1"] for r in a] == [r["top1"] for r in b]
+    wa, wb = load_file(run / "model.safetensors"), load_file(ref / "model.safetensors")
+    diffs["weights"] = max((wa[k] - wb[k]).abs().max().item() for k in wb)
+    assert wa.keys() == wb.keys() and diffs["weights"] < 1e-3, (run.name, diffs)
+    print(f"{run.name}: {diffs}")
+    return diffs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """The one-process references, one torchrun launch of 2 ranks, then a one-process CLI resume."""
+    root = tmp_path_factory.mktemp("dist")
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in BASE.items()]
+
+    def recipe(name: str, **kw) -> dict:
+        return {**BASE, "output": str(root / name), **kw}
+
+    with one_thread():  # module fixtures run before the function-scoped _one_thread
+        fit(TrainRecipe(**recipe("single")), progress=False)
+        fit(TrainRecipe(**recipe("single_pre", **_pretrained(root, 1))), progress=False)
+    plan = [
+        {"kind": "fit", "recipe": recipe("ddp", strategy="ddp")},
+        {"kind": "fit", "recipe": recipe("zero", strategy="zero")},
+        {"kind": "fit", "recipe": recipe("fsdp_cut", strategy="fsdp"), "stop_after": 1},
+        {"kind": "fit", "recipe": recipe("zero_cut", strategy="zero"), "stop_after": 1},
+        {"kind": "resume", "recipe": {"output": str(root / "zero_cut"), "strategy": "fsdp"}},
+        {"kind": "fit", "recipe": recipe("fsdp_meta", strategy="fsdp", meta_init=True, **_pretrained(root, 1))},
+        {
+            "kind": "pretrain",
+            "recipe": {**recipe("simmim", strategy="fsdp", epochs=1, train_limit=64, val_limit=16), "layer_decay": 1},
+        },
+        {"kind": "cli", "args": ["train", *flags, "--strategy=fsdp", f"--output={root / 'fsdp'}", "--no-progress"]},
+    ]
+    (root / "plan.json").write_text(json.dumps(plan))
+    out = launch([*TORCHRUN, str(Path(__file__).parent / "distributed_runs.py"), str(root / "plan.json")])
+    (root / "stdout.txt").write_text(out.stdout)
+    with one_thread():
+        assert main(["train", "--resume", str(root / "fsdp_cut"), "--strategy", "single", "--no-progress"]) == 0
+    return root
+
+
+def _pretrained(root: Path, epochs: int) -> dict:
+    return {"epochs": epochs, "pretrained": str(root / "single" / "model.safetensors")}
+
+
+@needs_fmnist
+def test_ddp_zero_and_fsdp_under_torchrun_match_one_process(runs):
+    for name in ("ddp", "zero", "fsdp"):
+        assert_same_run(runs / name, runs / "single")
+    assert (runs / "fsdp" / "checkpoint.dcp" / ".metadata").is_file() and not (runs / "fsdp" / "checkpoint.pt").exists()
+    assert (runs / "zero" / "checkpoint.pt").is_file()
+    stdout = (runs / "stdout.txt").read_text()  # rank 0 alone prints: one line per finished run
+    assert stdout.count("done: top1") == 5 and stdout.count("done: masked-pixel") == 1, stdout
+    assert stdout.count(f"-> {runs / 'fsdp'}\n") == 1 and "fsdp x 2" in stdout
+
+
+@needs_fmnist
+def test_resume_under_another_strategy_and_world_size_equals_the_uninterrupted_run(runs):
+    # zero on 2 ranks wrote checkpoint.pt after epoch 1; fsdp on 2 ranks trained epoch 2 from it
+    assert_same_run(runs / "zero_cut", runs / "single")
+    assert (runs / "zero_cut" / "checkpoint.dcp").is_dir() and not (runs / "zero_cut" / "checkpoint.pt").exists()
+    # fsdp on 2 ranks wrote checkpoint.dcp/; `swinv2 train --resume --strategy single` finished it in one process
+    assert_same_run(runs / "fsdp_cut", runs / "single")
+    assert (runs / "fsdp_cut" / "checkpoint.pt").is_file() and not (runs / "fsdp_cut" / "checkpoint.dcp").exists()
+    assert TrainRecipe.load(runs / "fsdp_cut" / "config.json").strategy == "single"
+
+
+@needs_fmnist
+def test_meta_init_with_pretrained_weights_starts_where_one_process_does(runs):
+    assert_same_run(runs / "fsdp_meta", runs / "single_pre")
+
+
+@needs_fmnist
+def test_simmim_pretraining_under_fsdp(runs):
+    summary = json.loads((runs / "simmim" / "summary.json").read_text())
+    assert math.isfinite(summary["final_loss"]) and summary["epochs"] == 1
+    encoder = load_file(runs / "simmim" / "model.safetensors")
+    assert "patch_embed.proj.weight" in encoder and not any(k.startswith(("encoder.", "decoder.")) for k in encoder)
+    assert (runs / "simmim" / "reconstructions.png").is_file()
+
+
+# ----------------------------------------------------------------------------------------- in-process
+
+
+@pytest.mark.parametrize(("total", "batch", "world"), [(97, 32, 2), (10, 4, 3), (5, 8, 8)])
+def test_rank_batches_partition_the_one_process_batches(total, batch, world):
+    def shuffled():
+        return RandomSampler(range(total), generator=torch.Generator().manual_seed(3))
+
+    single = list(BatchSampler(shuffled(), batch, drop_last=False))
+    per_rank = [list(RankBatches(shuffled(), batch, r, world)) for r in range(world)]
+    assert all(len(b) == len(single) for b in per_rank)
+    for step, global_batch in enumerate(single):
+        parts = [per_rank[r][step] for r in range(world)]
+        assert [i for part in parts for i in part if i != PAD] == global_batch
+        for r, part in enumerate(parts):
+            lo, hi = slice_bounds(len(global_batch), r, world)
+            assert part == (global_batch[lo:hi] if hi > lo else [PAD])
+
+
+def test_share_weights_give_the_one_process_mean():
+    # Over ranks, sum(weight * slice mean) / world == global mean, with a padding rank weighted 0.
+    per_sample = torch.arange(5.0)
+    world, dist = 8, Distributed("single", torch.device("cpu"))
+    total = 0.0
+    for rank in range(world):
+        dist.rank, dist.world = rank, world
+        lo, hi = slice_bounds(5, rank, world)
+        labels = torch.tensor([0] * (hi - lo) if hi > lo else [PAD])
+        share = dist.share(0, labels, 5, 8)
+        assert share.labels.min() >= 0 and share.batch == 5
+        total += share.weight * (per_sample[lo:hi].mean().item() if hi > lo else 123.0)
+    assert total / world == pytest.approx(per_sample.mean().item())
+
+
+def test_evaluate_skips_padding_samples():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    images, labels = torch.randn(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    plain = evaluate(model, [(images, labels)], torch.device("cpu"))
+    padded = [(images[:4], labels[:4]), (images[4:], labels[4:]), (images[:1], torch.tensor([PAD]))]
+    assert evaluate(model, padded, torch.device("cpu")) == pytest.approx(plain)
+
+
+def test_optimizer_state_by_index_maps_to_parameter_names():
+    model = create_model("swinv2_pico_window7_28", embed_dim=8, num_heads=(1, 1, 1), cpb_hidden=8)
+    optimizer = build_optimizer(model, 1e-3, 0.05, 0.9)
+    model(torch.randn(2, 3, 28, 28)).sum().backward()
+    optimizer.step()
+    named = index_to_fqn(optimizer.state_dict())
+    params = dict(model.named_parameters())
+    assert named["state"].keys() == params.keys()
+    for name, state in named["state"].items():
+        assert torch.equal(state["exp_avg"], optimizer.state[params[name]]["exp_avg"]), name
+    assert [g["lr_scale"] for g in named["param_groups"]] == [g["lr_scale"] for g in optimizer.param_groups]
+    with pytest.raises(ValueError, match="names"):
+        index_to_fqn({"state": {}, "param_groups": [{"params": [0]}]})
+
+
+@pytest.mark.parametrize("simmim", [False, True])
+def test_meta_init_equals_the_constructors_init(simmim):
+    """Deterministic values are identical; random ones have the constructor's distribution."""
+
+    def build():
+        model = create_model("swinv2_pico_window7_28", position_bias="table" if simmim else "log_cpb")
+        return SimMIM(model) if simmim else model
+
+    torch.manual_seed(0)
+    ref = build()
+    with torch.device("meta"):
+        model = build()
+    materialize(model, torch.device("cpu"))
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        if q.numel() == 1 or q.std() == 0:
+            assert torch.equal(p, q), name  # zeros, ones, ln(10)
+        else:
+            assert p.std().item() == pytest.approx(q.std().item(), rel=0.5), name
+    x = torch.randn(2, 3, 28, 28)
+    if not simmim:
+        assert model(x).std().item() == pytest.approx(ref(x).std().item(), rel=0.5)
+
+
+def test_zero_passes_the_schedule_to_every_group():
+    tdist.init_process_group("gloo", store=tdist.HashStore(), rank=0, world_size=1)
+    try:
+        model = create_model("swinv2_pico_window7_28", embed_dim=8, num_heads=(1, 1, 1), cpb_hidden=8)
+        zero = build_optimizer(model, 1e-3, 0.05, layer_decay=0.8, shard=True)
+        schedule = WarmupCosine(zero, 1e-3, 1e-5, total=10, warmup=2)
+        for _ in range(3):
+            model(torch.randn(2, 3, 28, 28)).sum().backward()
+            zero.step()
+            schedule.step()
+        zero.step()  # ZeRO copies the wrapper's hyper-parameters to its local AdamW at each step
+        scales = [g["lr_scale"] for g in zero.param_groups]
+        assert len(set(scales)) > 2
+        assert [g["lr"] for g in zero.optim.param_groups] == pytest.approx([schedule.lr * s for s in scales])
+    finally:
+        tdist.destroy_process_group()
+
+
+@needs_fmnist
+def test_fsdp_in_one_process_with_meta_init_trains(tmp_path):
+    recipe = TrainRecipe(**{**BASE, "epochs": 1, "strategy": "fsdp", "meta_init": True, "output": str(tmp_path)})
+    summary = fit(recipe, progress=False)
+    assert not tdist.is_initialized()  # the group fit started is gone
+    assert summary["final_train_loss"] < math.log(10) + 0.1 and summary["top1"] > 10
+    assert (tmp_path / "checkpoint.dcp" / "trainer.pt").is_file()
+
+
+def test_bad_strategies_are_refused(monkeypatch):
+    for kw, message in (
+        ({"strategy": "horovod"}, "strategy must be one of"),
+        ({"strategy": "fsdp", "amp": "fp16"}, "bf16"),
+        ({"strategy": "fsdp", "ema_decay": 0.99}, "ema"),
+        ({"meta_init": True}, "needs --strategy fsdp"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TrainRecipe(**kw)
+    assert Distributed.setup("ddp", torch.device("cpu")).strategy == "single"  # one process: single
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="2 processes"):
+        Distributed.setup("single", torch.device("cpu"))
+
+
+def test_resume_flags_change_the_strategy(tmp_path):
+    from swinv2.cli import _train_recipe, build_parser
+
+    TrainRecipe(strategy="fsdp", output=str(tmp_path)).save(tmp_path / "config.json")
+    args = build_parser().parse_args(["train", "--resume", str(tmp_path), "--strategy", "zero"])
+    assert _train_recipe(args).strategy == "zero"
+    args = build_parser().parse_args(["train", "--strategy", "fsdp", "--meta-init", "on"])
+    assert dataclasses.asdict(_train_recipe(args))["meta_init"] is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--meta-init", "maybe"])
