@@ -9,7 +9,7 @@ from swinv2 import create_model
 from swinv2.bench import peak_memory
 from swinv2.layers import attention as attention_module
 from swinv2.layers import mlp as mlp_module
-from swinv2.plan import GIB, count_activations, format_plan, plan, state_bytes
+from swinv2.plan import GIB, count_activations, format_plan, largest_resolution, plan, state_bytes
 
 MODEL = "swinv2_test_window4_32"
 
@@ -31,9 +31,10 @@ def test_savers_shrink_activations_in_order(monkeypatch):
     result = plan(MODEL, img_size=128, world_size=4, strategy="fsdp", amp="none")
     acts = {r["savers"]: r["activations"] for r in result["rows"]}
     print(format_plan(result))
-    assert acts["none"] > acts["checkpointing"] > acts["checkpointing+sequential"] > 0
+    assert acts["none"] > acts["checkpointing"] > acts["checkpointing+seq_attention"]
+    assert acts["checkpointing+seq_attention"] > acts["checkpointing+seq_attention+seq_mlp"] > 0
     assert result["params"] == sum(p.numel() for p in create_model(MODEL).parameters())
-    assert "| checkpointing+sequential |" in format_plan(result)
+    assert "| checkpointing+seq_attention+seq_mlp |" in format_plan(result)
     with pytest.raises(ValueError, match="strategy must be one of"):
         plan(MODEL, strategy="zero3")
 
@@ -50,3 +51,17 @@ def test_activation_count_matches_what_a_real_forward_keeps():
     print(f"forward keeps {retained / 2**20:.2f} MiB, planner counts {counted / 2**20:.2f} MiB")
     assert 0.8 * retained <= counted <= 1.1 * retained
     assert GIB == 1 << 30
+
+
+def test_largest_resolution_is_the_edge_of_the_budget():
+    args = {"model_name": MODEL, "strategy": "single", "amp": "none"}
+    budget = 0.02  # GiB
+    best = largest_resolution(budget, step=32, limit=512, **args)
+    print(best)
+    assert 0 < best["none"] <= best["checkpointing"] <= best["checkpointing+seq_attention+seq_mlp"] <= 512
+    for name, side in best.items():
+        rows = {r["savers"]: r["total"] for r in plan(img_size=side, **args)["rows"]}
+        assert rows[name] <= budget * GIB
+        if side < 512:
+            rows = {r["savers"]: r["total"] for r in plan(img_size=side + 32, **args)["rows"]}
+            assert rows[name] > budget * GIB

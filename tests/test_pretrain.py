@@ -108,3 +108,25 @@ def test_pretraining_continues_from_hugging_face_simmim_weights(tmp_path):
     assert torch.equal(model.mask_token.flatten(), hf.swinv2.embeddings.mask_token.flatten())
     assert torch.equal(model.decoder[0].weight, hf.decoder[0].weight)
     assert torch.equal(model.encoder.patch_embed.proj.weight, hf.swinv2.embeddings.patch_embeddings.projection.weight)
+
+
+def test_simmim_study_runs_both_arms_per_seed(tmp_path, monkeypatch):
+    """The study's pipeline end to end, shrunk: 2-epoch pretraining on 256 images, 1-epoch fine-tunes."""
+    from dataclasses import replace
+
+    from swinv2.studies import simmim as study
+
+    small = {"train_limit": 256, "val_limit": 64, "model_overrides": TINY}
+    monkeypatch.setattr(study, "PRETRAIN", replace(study.PRETRAIN, epochs=2, **small))
+    monkeypatch.setattr(study, "FINETUNE", replace(study.FINETUNE, epochs=1, labels_per_class=4, **small))
+    results = study.run(tmp_path, seeds=(0, 1))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))  # what run() returned, as written
+    assert len(saved["scratch_top1_per_seed"]) == len(saved["simmim_top1_per_seed"]) == 2
+    assert saved["gain"] == pytest.approx(saved["simmim_top1"] - saved["scratch_top1"])
+    assert saved["labels"] == 40 and saved["pretrain"]["final_loss"] < saved["pretrain"]["first_loss"]
+    for arm in ("simmim_seed0", "simmim_seed1", "scratch_seed0", "scratch_seed1"):
+        assert (tmp_path / arm / "summary.json").exists()
+    assert "| gain |" in (tmp_path / "results.md").read_text()
+    with pytest.raises(ValueError, match="at least one"):
+        study.run(tmp_path / "none", seeds=())

@@ -105,7 +105,7 @@ def test_without_mask_the_encoder_is_the_plain_model_and_its_weights_hand_over(t
         assert torch.equal(tuned.forward_features(images), model.encoder.forward_features(images))
 
 
-def test_study_table_reports_both_runs_and_the_gain():
+def test_study_table_reports_both_arms_per_seed_and_the_gain():
     from swinv2.studies.simmim import FINETUNE, PRETRAIN, table
 
     assert FINETUNE.labels_per_class * 10 == 1000 and PRETRAIN.train_limit is None  # all 60,000 images
@@ -115,11 +115,16 @@ def test_study_table_reports_both_runs_and_the_gain():
             "scratch_top1": 70.0,
             "simmim_top1": 74.5,
             "gain": 4.5,
-            "pretrain": {"epochs": 10},
+            "seeds": [0, 1],
+            "scratch_top1_per_seed": [69.0, 71.0],
+            "simmim_top1_per_seed": [74.0, 75.0],
+            "pretrain": {"epochs": 10, "seconds": 300},
             "seconds": 600,
         }
     )
-    assert "| scratch | 1000 | 70.00 |" in text and "74.50" in text and "+4.50 points" in text
+    assert "| scratch | 1000 | 70.00 | 69.00 | 71.00 |" in text
+    assert "| 1000 | 74.50 | 74.00 | 75.00 |" in text and "**+4.50** | +5.00 | +4.00 |" in text
+    assert "10.0 minutes in all (5.0 pretraining)" in text
 
 
 def test_hugging_face_masked_image_modeling_weights_give_the_same_reconstruction_and_loss():

@@ -156,6 +156,7 @@ def _plan(args: argparse.Namespace) -> int:
         world_size=args.world_size,
         strategy=args.strategy,
         amp=args.amp,
+        fit_gib=args.fit_gib,
     )
     return 0
 
@@ -244,7 +245,7 @@ NOT_PRETRAINING = ("label_smoothing", "mixup", "cutmix", "layer_decay")
 def _study(args: argparse.Namespace) -> int:
     from .studies import simmim
 
-    simmim.run(args.output, progress=not args.no_progress)
+    simmim.run(args.output, progress=not args.no_progress, seeds=tuple(args.seeds))
     return 0
 
 
@@ -290,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="the paper's experiments in miniature, on Fashion-MNIST")
     p.add_argument("name", choices=("simmim",), help="simmim: label efficiency of SimMIM pretraining")
     p.add_argument("--output", required=True, help="folder for the runs, results.json and results.md")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds of both arms")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_study)
 
@@ -350,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world-size", type=int, default=1)
     p.add_argument("--strategy", default="fsdp", choices=STRATEGIES)
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
+    p.add_argument("--fit-gib", type=float, help="instead: the largest image side (multiple of 128) fitting this")
     p.set_defaults(func=_plan)
     return parser
 

@@ -12,7 +12,9 @@ seconds. Parameters, gradients and AdamW states follow from the parameter count 
 Activations are what autograd saves for the backward pass, counted by a saved-tensor hook during one
 forward pass on the meta device (each storage once, parameters excluded). With activation checkpointing
 the job holds every checkpointed block's input plus the saved tensors of one block being recomputed (the
-largest); sequential attention and the sequential MLP shrink that block's share. Gradient temporaries,
+largest); sequential attention and the sequential MLP shrink that block's share. Activations are counted
+in fp32 whatever ``amp`` says, an upper bound: autocast keeps norms, softmax and more in fp32 (a SwinV2-T
+step under CPU bf16 autocast saves 0.89x the fp32 bytes, 0.66x with checkpointing). Gradient temporaries,
 allocator fragmentation and the framework's workspace are not counted: keep 10-20% headroom.
 """
 
@@ -29,10 +31,11 @@ from .factory import create_model
 from .models.swinv2 import SwinV2Block
 from .train.recipe import STRATEGIES
 
-SAVER_SETS = {
-    "none": {},
-    "checkpointing": {"checkpointing": True},
-    "checkpointing+sequential": {"checkpointing": True, "sequential": True},
+SAVER_SETS = {  # name: (activation checkpointing, sequential attention, sequential MLP)
+    "none": (False, False, False),
+    "checkpointing": (True, False, False),
+    "checkpointing+seq_attention": (True, True, False),
+    "checkpointing+seq_attention+seq_mlp": (True, True, True),
 }
 GIB = 2**30
 
@@ -88,11 +91,13 @@ def _count_saved(model: nn.Module, count: ActivationCount):
             h.remove()
 
 
-def count_activations(model: nn.Module, img_size: int, batch: int, sequential: bool) -> ActivationCount:
+def count_activations(
+    model: nn.Module, img_size: int, batch: int, sequential: bool, sequential_mlp: bool | None = None
+) -> ActivationCount:
     """Saved-for-backward bytes of one training forward pass of ``model`` (on its device, the meta one in plans)."""
     model.set_grad_checkpointing(False)  # per-block counts need the insides; total() applies checkpointing
     model.set_sequential_attention(sequential)
-    model.set_sequential_mlp(sequential)
+    model.set_sequential_mlp(sequential if sequential_mlp is None else sequential_mlp)
     count = ActivationCount()
     x = torch.empty(batch, model.cfg.in_chans, img_size, img_size, device=next(model.parameters()).device)
     with _count_saved(model, count):
@@ -136,12 +141,13 @@ def plan(
     params = sum(p.numel() for p in model.parameters())
     largest = max(sum(p.numel() for p in m.parameters()) for m in model.modules() if isinstance(m, SwinV2Block))
     states = state_bytes(params, largest, strategy, world_size, amp)
-    activation_scale = 0.5 if amp in ("bf16", "fp16") else 1.0  # counted in fp32; autocast saves half-width
-    counts = {seq: count_activations(model, size, batch_size, seq) for seq in (False, True)}
+    counts = {
+        (attn, mlp): count_activations(model, size, batch_size, attn, mlp)
+        for attn, mlp in {(attn, mlp) for _, attn, mlp in SAVER_SETS.values()}
+    }
     rows = []
-    for name, savers in SAVER_SETS.items():
-        count = counts[bool(savers.get("sequential"))]
-        act = activation_scale * count.total(bool(savers.get("checkpointing")))
+    for name, (checkpointing, attn, mlp) in SAVER_SETS.items():
+        act = counts[(attn, mlp)].total(checkpointing)
         rows.append({"savers": name, **states, "activations": act, "total": sum(states.values()) + act})
     return {
         "model": model_name,
@@ -154,6 +160,30 @@ def plan(
         "amp": amp,
         "rows": rows,
     }
+
+
+def largest_resolution(budget_gib: float, step: int = 128, limit: int = 8192, **plan_args) -> dict[str, int]:
+    """Per saver set, the largest image side (a multiple of ``step``) whose planned total fits the budget.
+
+    A bisection over sizes (one meta-device plan per size tried, shared by the saver sets); 0 where even
+    ``step`` pixels do not fit, ``limit`` where everything up to it does.
+    """
+    plans: dict[int, dict[str, float]] = {}
+
+    def total(units: int, name: str) -> float:
+        if units not in plans:
+            rows = plan(img_size=units * step, **plan_args)["rows"]
+            plans[units] = {r["savers"]: r["total"] for r in rows}
+        return plans[units][name]
+
+    best = {}
+    for name in SAVER_SETS:
+        lo, hi = 0, limit // step  # in units of step: lo fits (or is 0); above hi is not considered
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if total(mid, name) <= budget_gib * GIB else (lo, mid - 1)
+        best[name] = lo * step
+    return best
 
 
 def format_plan(result: dict) -> str:
@@ -169,7 +199,14 @@ def format_plan(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(**kwargs) -> dict:
+def main(fit_gib: float | None = None, **kwargs) -> dict:
+    if fit_gib is not None:
+        kwargs.pop("img_size", None)
+        best = largest_resolution(fit_gib, **kwargs)
+        for name, side in best.items():
+            print(f"{name:<26} largest trainable image side within {fit_gib:g} GiB: {side} px")
+        print(json.dumps({"fit_gib": fit_gib, **kwargs, "largest_img_size": best}))
+        return best
     result = plan(**kwargs)
     print(format_plan(result))
     print(json.dumps(result))
