@@ -141,3 +141,32 @@ def test_training_recipe_and_cli_switch_the_savers():
     assert all(b.attn.sequential is True and b.mlp.sequential is False for s in model.stages for b in s.blocks)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--sequential-mlp", "maybe"])
+
+
+def test_sequential_attention_keeps_one_shift_mask_whatever_the_batch(monkeypatch):
+    """A shifted block's chunks take their mask rows from the block's one cached mask: what it saves
+    beyond an unshifted block is that mask (16 windows x 16 x 16 fp32), not a copy per image."""
+    from swinv2.plan import count_activations
+
+    monkeypatch.setattr(attention_module, "AUTO_CHUNK_SCORES", 3 * 16 * 16)
+    model = tiny("swinv2_tiny_window8_256", img_size=64, window_size=4)  # stage 1: 16 windows of 4 x 4
+    plain, shifted = model.stages[0].blocks
+    mask_bytes = 16 * 16 * 16 * 4
+    for batch in (1, 8):
+        count = count_activations(model, 64, batch, sequential=True, sequential_mlp=False)
+        extra = count.per_block[shifted] - count.per_block[plain]
+        print(f"batch {batch}: shifted block keeps {extra} bytes more than the unshifted one")
+        assert mask_bytes <= extra < 1.1 * mask_bytes
+    assert plain._masks is shifted._masks  # the stage's blocks share their mask cache
+
+
+def test_training_after_inference_mode():
+    """Geometry cached under torch.inference_mode (coordinates, indices, masks) must not break training."""
+    for bias in ("log_cpb", "table"):
+        model = tiny("swinv2_tiny_window8_256", img_size=44, window_size=4, position_bias=bias)
+        x = torch.randn(1, 3, 44, 44)
+        with torch.inference_mode():
+            model.eval()(x)
+        model.train()(x).sum().backward()
+        model.set_sequential_attention(2)
+        model(x).sum().backward()

@@ -3,7 +3,8 @@
 The model is built on the meta device (no memory, no time), so even SwinV2-G at 1536 px plans in
 seconds. Parameters, gradients and AdamW states follow from the parameter count and the strategy:
 
-* ``single`` / ``ddp``: every rank holds everything (fp32 weights, fp32 gradients, two fp32 AdamW states);
+* ``single`` / ``ddp``: every rank holds everything (fp32 weights, fp32 gradients, two fp32 AdamW states,
+  and under ``amp`` autocast's bf16 / fp16 copy of the weights for the forward pass);
 * ``zero`` (stage 1, ``ZeroRedundancyOptimizer``): AdamW states split across the ranks;
 * ``fsdp`` (``fully_shard`` per block): weights, gradients and states split across the ranks, plus the
   gathered weights and gradients of the largest block (twice: the running one and the prefetched one),
@@ -14,7 +15,10 @@ forward pass on the meta device (each storage once, parameters excluded). With a
 the job holds every checkpointed block's input plus the saved tensors of one block being recomputed (the
 largest); sequential attention and the sequential MLP shrink that block's share. Activations are counted
 in fp32 whatever ``amp`` says, an upper bound: autocast keeps norms, softmax and more in fp32 (a SwinV2-T
-step under CPU bf16 autocast saves 0.89x the fp32 bytes, 0.66x with checkpointing). Gradient temporaries,
+step under CPU bf16 autocast saves 0.89x the fp32 bytes, 0.66x with checkpointing). Attention is counted
+as its math path saves it, (B, heads, N, N) probabilities per block, as on a CPU; CUDA's fused SDPA
+kernels keep only q, k, v, the output and the log-sum-exp, so on a GPU the rows without sequential
+attention overstate. The shift masks the blocks cache are included. Gradient temporaries,
 allocator fragmentation and the framework's workspace are not counted: keep 10-20% headroom.
 """
 
@@ -47,11 +51,13 @@ class ActivationCount:
     per_block: dict[nn.Module, int] = field(default_factory=dict)
     block_inputs: dict[nn.Module, int] = field(default_factory=dict)
     outside: int = 0
+    masks: int = 0  # shift masks the blocks cache (one per stage and geometry), held between steps
 
     def total(self, checkpointing: bool) -> int:
         if not checkpointing:
-            return self.outside + sum(self.per_block.values())
-        return self.outside + sum(self.block_inputs.values()) + max(self.per_block.values(), default=0)
+            return self.outside + self.masks + sum(self.per_block.values())
+        kept = sum(self.block_inputs.values()) + max(self.per_block.values(), default=0)
+        return self.outside + self.masks + kept
 
 
 @contextmanager
@@ -94,7 +100,9 @@ def _count_saved(model: nn.Module, count: ActivationCount):
 def count_activations(
     model: nn.Module, img_size: int, batch: int, sequential: bool, sequential_mlp: bool | None = None
 ) -> ActivationCount:
-    """Saved-for-backward bytes of one training forward pass of ``model`` (on its device, the meta one in plans)."""
+    """Saved-for-backward bytes of one training forward pass of ``model`` (on its device, the meta one in
+    plans), plus the shift masks it caches. Leaves the model in training mode with checkpointing off and
+    the given sequential switches."""
     model.set_grad_checkpointing(False)  # per-block counts need the insides; total() applies checkpointing
     model.set_sequential_attention(sequential)
     model.set_sequential_mlp(sequential if sequential_mlp is None else sequential_mlp)
@@ -102,6 +110,14 @@ def count_activations(
     x = torch.empty(batch, model.cfg.in_chans, img_size, img_size, device=next(model.parameters()).device)
     with _count_saved(model, count):
         model.train()(x).sum()
+    masks = {
+        m.untyped_storage()._cdata: m.untyped_storage().nbytes()
+        for block in model.modules()
+        if isinstance(block, SwinV2Block)
+        for m in block._masks.values()
+        if m is not None
+    }
+    count.masks = sum(masks.values())
     return count
 
 
@@ -110,6 +126,8 @@ def state_bytes(params: int, largest_block: int, strategy: str, world: int, amp:
     compute = 2 if amp == "bf16" else 4
     shard = world if strategy == "fsdp" else 1
     out = {"params": 4 * params / shard, "grads": 4 * params / shard}
+    if strategy != "fsdp" and amp != "none":
+        out["params"] += compute * params  # autocast's cached low-precision copy of the weights
     out["optimizer"] = 8 * params / (world if strategy in ("zero", "fsdp") else 1)
     if strategy == "fsdp" and world > 1:
         # all-gathered weights of the running and the prefetched block, and the unsharded block gradient

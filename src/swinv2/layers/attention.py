@@ -33,7 +33,7 @@ NORM_EPS = 1e-12  # F.normalize's
 # the cache of a block; SwinV2-T's largest (stage 1, shifted) is 786k elements.
 MAX_CACHED_BIAS_NUMEL = 1 << 20
 # ``sequential=True`` sizes chunks so that one chunk's attention scores hold at most this many elements
-# (16 MiB in fp32): SwinV2-T at 1024 px / window 8 then runs stage 1 in 3 chunks, at window 16 in 13.
+# (16 MiB in fp32): a 1024 px image in SwinV2-T / window 8 runs stage 1 in 4 chunks, stage 2 in 2.
 AUTO_CHUNK_SCORES = 1 << 22
 ATTENTION_TYPES = ("cosine", "dot")
 POSITION_BIASES = ("log_cpb", "linear_cpb", "table")
@@ -151,37 +151,37 @@ class WindowAttention(nn.Module):
         return self.proj(out.reshape(b_, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(b_, n, c))
 
     def chunk_windows(self, n: int) -> int:
-        """Windows per chunk of sequential attention (``sys.maxsize`` when it is off)."""
-        if self.sequential is False or self.sequential is None:
-            return sys.maxsize
+        """Most windows per chunk of sequential attention (``sys.maxsize`` when it is off)."""
         if self.sequential is True:
             return max(1, AUTO_CHUNK_SCORES // (self.num_heads * n * n))
-        return int(self.sequential)
+        return int(self.sequential) or sys.maxsize  # False, None and 0 mean off
 
     def _sequential(self, x: torch.Tensor, window: Window, mask: torch.Tensor | None, chunk: int) -> torch.Tensor:
-        """Attention over ``chunk`` windows at a time, from the qkv projection to the output projection,
-        each chunk recomputed in the backward pass: neither pass holds more than one chunk's q, k, v,
-        scores, bias or mask, only the chunks' inputs and outputs.
+        """Attention over chunks of windows, from the qkv projection to the output projection, each chunk
+        recomputed in the backward pass: neither pass holds more than one chunk's q, k, v, scores, bias
+        or mask rows, only the chunks' inputs and outputs (and the block's one cached shift mask).
 
         The paper's sequential self-attention: with activation checkpointing it is what lets stage 1
-        train at 1536 px, where all windows' scores at once would not fit.
+        train at 1536 px, where all windows' scores at once would not fit. Chunks are balanced
+        (``B * nW`` windows in ``ceil(B * nW / chunk)`` near-equal parts).
         """
-        table = self.rel_pos(window)  # (heads, N, N), shared by every chunk
-        recompute = torch.is_grad_enabled() and (x.requires_grad or table.requires_grad)
+        table = self.attention_bias(window, None, x.dtype)  # (heads, N, N): cached in inference
+        total = x.shape[0]
+        parts = math.ceil(total / chunk)
+        size = math.ceil(total / parts)
+        recompute = torch.is_grad_enabled()
         outs = []
-        for start in range(0, x.shape[0], chunk):
-            idx = slice(start, min(start + chunk, x.shape[0]))
-            # window i of the flat batch is window i % nW of its image
-            m = None if mask is None else mask[torch.arange(idx.start, idx.stop, device=mask.device) % mask.shape[0]]
-            args = (x[idx], table, m)
+        for start in range(0, total, size):
+            args = (x[start : start + size], table, mask, start)
             outs.append(checkpoint(self._chunk, *args, use_reentrant=False) if recompute else self._chunk(*args))
         return torch.cat(outs)
 
-    def _chunk(self, x: torch.Tensor, table: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _chunk(self, x: torch.Tensor, table: torch.Tensor, mask: torch.Tensor | None, start: int) -> torch.Tensor:
+        """Attention of the windows ``start .. start + len(x)`` of the flat batch."""
         q, k, v = self._qkv(x)
         bias = table.to(q.dtype)
         if mask is not None:
-            bias = bias + mask.unsqueeze(1).to(q.dtype)  # (c, heads, N, N)
+            bias = bias + _mask_rows(mask, start, x.shape[0]).unsqueeze(1).to(q.dtype)  # (c, heads, N, N)
         out = self._fused(q, k, v, bias) if self.fused else self._explicit(q, k, v, bias)
         return self._merge_heads(out, x.shape)
 
@@ -221,6 +221,16 @@ class WindowAttention(nn.Module):
         # A 3-D mask also sends SDPA to the math path; (1, heads, N, N) keeps the flash kernel.
         mask = bias if bias.dim() == 4 else bias.unsqueeze(0)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=1.0)
+
+
+def _mask_rows(mask: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    """Shift-mask rows of windows ``start .. start + count`` of the flat batch: window i is window
+    ``i % nW`` of its image. A view where the range stays within one image, a small gather otherwise."""
+    nw = mask.shape[0]
+    first = start % nw
+    if first + count <= nw:
+        return mask[first : first + count]
+    return mask[torch.arange(start, start + count, device=mask.device) % nw]
 
 
 def _inverse_norm(t: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 # ``sequential=True`` sizes token chunks so that one chunk's hidden activations hold at most this many
-# elements (16 MiB in fp32): SwinV2-T's stage 1 at 1024 px (65,536 tokens, 384 hidden) runs in 6 chunks.
+# elements (16 MiB in fp32): SwinV2-T's stage 1 at 1024 px (65,536 tokens, 384 hidden) runs in 7 chunks.
 AUTO_CHUNK_HIDDEN = 1 << 22
 
 
@@ -45,8 +47,9 @@ class Mlp(nn.Module):
         if chunk is None or chunk >= tokens.shape[0]:
             return self._feed_forward(x)
         recompute = torch.is_grad_enabled()
+        size = math.ceil(tokens.shape[0] / math.ceil(tokens.shape[0] / chunk))  # balanced chunks
         outs = [
             checkpoint(self._feed_forward, part, use_reentrant=False) if recompute else self._feed_forward(part)
-            for part in tokens.split(chunk)
+            for part in tokens.split(size)
         ]
         return torch.cat(outs).view(*x.shape[:-1], -1)

@@ -64,8 +64,9 @@ class ContinuousPositionBias(nn.Module):
     def _coords_and_index(self, window: Window, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         key = (window, device)
         if key not in self._geometry:
-            coords = relative_coords_table(window, self.pretrained_window, self.log_spaced, device=device)
-            self._geometry[key] = (coords, relative_position_index(window, device=device).flatten())
+            with torch.inference_mode(False):  # cached: must stay usable by a later training pass
+                coords = relative_coords_table(window, self.pretrained_window, self.log_spaced, device=device)
+                self._geometry[key] = (coords, relative_position_index(window, device=device).flatten())
         return self._geometry[key]
 
     def forward(self, window: Window) -> torch.Tensor:
@@ -125,7 +126,8 @@ class RelativePositionTable(nn.Module):
             table = (_crop_position_table if smaller else resize_position_table)(table, self.window, window)
         key = (window, table.device)
         if key not in self._index:
-            self._index[key] = relative_position_index(window, device=table.device).flatten()
+            with torch.inference_mode(False):  # cached: must stay usable by a later training pass
+                self._index[key] = relative_position_index(window, device=table.device).flatten()
         n = window[0] * window[1]
         return table[self._index[key]].view(n, n, self.num_heads).permute(2, 0, 1)
 

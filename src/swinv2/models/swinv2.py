@@ -60,6 +60,7 @@ class SwinV2Block(nn.Module):
         self.clip_windows = cfg.clip_windows
         self.mask_padding = cfg.mask_padding
         self.shifted = shifted
+        self._masks: dict[tuple, torch.Tensor | None] = {}  # the stage shares one among its blocks
         self.set_window(window)
         self.attn = WindowAttention(
             dim,
@@ -79,20 +80,20 @@ class SwinV2Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
         self.extra_norm = nn.LayerNorm(dim) if extra_norm else None
-        self._masks: dict[tuple, torch.Tensor | None] = {}
 
     def set_window(self, window: Window) -> None:
         """Target window (clipped per input in :meth:`forward`); shifted blocks shift by half of it."""
         self.window = to_pair(window)
         self.shift = tuple(w // 2 for w in self.window) if self.shifted else (0, 0)
-        self._masks = {}
+        self._masks.clear()
         if hasattr(self, "attn"):
             self.attn.clear_cache()
 
     def _mask(self, padded: Window, window: Window, shift: Window, valid: Window, device) -> torch.Tensor | None:
         key = (padded, window, shift, valid, device)
         if key not in self._masks:
-            self._masks[key] = attention_mask(padded, window, shift, valid, self.mask_padding, device)
+            with torch.inference_mode(False):  # cached: must stay usable by a later training pass
+                self._masks[key] = attention_mask(padded, window, shift, valid, self.mask_padding, device)
         return self._masks[key]
 
     def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,6 +150,9 @@ class SwinV2Stage(nn.Module):
             )
             for j in range(cfg.depths[index])
         )
+        shared_masks: dict[tuple, torch.Tensor | None] = {}  # one shift mask per geometry, not per block
+        for block in self.blocks:
+            block._masks = shared_masks
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
