@@ -2,10 +2,10 @@
 
 One training step (forward, backward, AdamW) of the same randomised weights at high resolution, for
 this project's model plain, with activation checkpointing, with sequential attention, with both, and
-with both plus the sequential MLP; for timm plain and with its own checkpointing. Each row gives the growth of peak memory over what was
-live before the step (CUDA's allocator statistics on a GPU, the profiler's allocation events on a CPU)
-in a running job (AdamW's state already exists), the step time, and, for the savers, the worst relative
-gradient difference against the plain step.
+with both plus the sequential MLP; for timm plain and with its own checkpointing. Each row gives the
+growth of peak memory over what was live before the step (CUDA's allocator statistics on a GPU, the
+profiler's allocation events on a CPU) in a running job (AdamW's state already exists), the step time,
+and, for the savers, the worst relative gradient difference against the plain step.
 """
 
 from __future__ import annotations
