@@ -70,10 +70,10 @@ class WindowAttention(nn.Module):
         self.attn_drop = attn_drop
         # q and v carry biases, k none (a key bias cancels in the softmax); stored apart as in the official layout.
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
-        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.q_bias = nn.Parameter(torch.empty(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.empty(dim)) if qkv_bias else None
         if attention == "cosine":
-            self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
+            self.logit_scale = nn.Parameter(torch.empty(num_heads, 1, 1))
         if position_bias == "table":
             self.rel_pos: nn.Module = RelativePositionTable(num_heads, window)
         else:
@@ -83,6 +83,16 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self.sequential: bool | int = False
         self._bias_cache: dict[tuple, tuple[tuple, torch.Tensor | None, torch.Tensor]] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """This module's own parameters (its linears and position bias reset themselves): zero q / v
+        biases and tau = 0.1 (``logit_scale = ln 10``), as the official code starts."""
+        if self.q_bias is not None:
+            nn.init.zeros_(self.q_bias)
+            nn.init.zeros_(self.v_bias)
+        if self.attention == "cosine":
+            nn.init.constant_(self.logit_scale, math.log(10.0))
 
     def train(self, mode: bool = True) -> WindowAttention:
         self.clear_cache()

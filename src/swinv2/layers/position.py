@@ -107,9 +107,12 @@ class RelativePositionTable(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.window = tuple(window)
-        self.table = nn.Parameter(torch.zeros((2 * window[0] - 1) * (2 * window[1] - 1), num_heads))
-        nn.init.trunc_normal_(self.table, std=0.02)
+        self.table = nn.Parameter(torch.empty((2 * window[0] - 1) * (2 * window[1] - 1), num_heads))
+        self.reset_parameters()
         self._index: dict[tuple, torch.Tensor] = {}
+
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.table, std=0.02)
 
     def resize_(self, window: Window) -> None:
         """Re-parameterise for a new window by bicubic interpolation (what V1 fine-tuning does)."""

@@ -76,14 +76,18 @@ class SimMIM(nn.Module):
         super().__init__()
         self.encoder = encoder
         cfg = encoder.cfg
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, cfg.embed_dim))
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.mask_token = nn.Parameter(torch.empty(1, 1, 1, cfg.embed_dim))
+        self.reset_parameters()
         self.stride = cfg.patch_size * 2 ** (len(cfg.depths) - 1)
         self.decoder = nn.Sequential(
             nn.Conv2d(encoder.num_features, self.stride**2 * cfg.in_chans, kernel_size=1),
             nn.PixelShuffle(self.stride),
         )
         self.norm_target_window = norm_target_window
+
+    def reset_parameters(self) -> None:
+        """The mask token's init (the encoder and decoder initialise themselves)."""
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def encode(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Final normed token map ``(B, h, w, C)``, masked tokens replaced by the mask token after embedding."""

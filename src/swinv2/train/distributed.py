@@ -135,8 +135,8 @@ def find_checkpoint(run_dir: Path) -> Path | None:
 @torch.no_grad()
 def materialize(module: nn.Module, device: torch.device) -> None:
     """Allocate a meta-device (possibly sharded) model on ``device`` and initialise it as its constructor
-    would: ``reset_parameters`` of the torch layers, then the parameters SwinV2 and SimMIM create
-    themselves, then ``init_weights``. Anything left unset is an error, not silent garbage."""
+    would: every module's ``reset_parameters`` (the constructors call the same ones), then
+    ``init_weights``. Anything left unset is an error, not silent garbage."""
     buffers = [name for name, _ in module.named_buffers()]
     if buffers:
         raise ValueError(f"meta init cannot recompute buffers {buffers[:3]}; build this model without it")
@@ -145,17 +145,9 @@ def materialize(module: nn.Module, device: torch.device) -> None:
         warnings.filterwarnings("ignore", message="DTensor random operators")  # they work on a CPU mesh
         for p in module.parameters():
             p.fill_(math.nan)
-        for m in module.modules():
+        for m in module.modules():  # torch layers and this project's modules alike
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-        for name, p in module.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "logit_scale":
-                p.fill_(10.0).log_()  # ln(1 / tau), tau = 0.1, as WindowAttention starts
-            elif leaf in ("q_bias", "v_bias"):
-                p.zero_()
-            elif leaf in ("table", "mask_token"):
-                nn.init.trunc_normal_(p, std=0.02)
         for m in module.modules():
             if hasattr(m, "init_weights"):
                 m.init_weights()
