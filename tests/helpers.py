@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
 from swinv2 import SwinV2, create_model, get_config
+from swinv2.data import find_fashion_mnist
+
+
+def _have_fashion_mnist() -> bool:
+    try:
+        find_fashion_mnist(download=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# Tests that train on the real dataset skip where Debian's dataset-fashion-mnist is not installed.
+needs_fmnist = pytest.mark.skipif(
+    not _have_fashion_mnist(), reason="Fashion-MNIST IDX files not installed (dataset-fashion-mnist)"
+)
 
 TINY = {"embed_dim": 8, "cpb_hidden": 16, "num_classes": 5}
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from helpers import randomize
+from helpers import needs_fmnist, randomize
 from swinv2 import create_model
 
 
@@ -49,13 +49,10 @@ def test_convert_bad_arguments():
     assert out.returncode == 2 and "checkpoint not found" in out.stderr
 
 
+@needs_fmnist
 def test_train_eval_predict_end_to_end(tmp_path):
-    from swinv2.data import find_fashion_mnist, load_fashion_mnist
+    from swinv2.data import load_fashion_mnist
 
-    try:
-        find_fashion_mnist(download=False)
-    except FileNotFoundError:
-        pytest.skip("Fashion-MNIST IDX files not installed (dataset-fashion-mnist)")
     run_dir = tmp_path / "run"
     out = run(
         "train",

@@ -25,9 +25,9 @@ import torch.distributed as tdist
 from safetensors.torch import load_file
 from torch.utils.data import BatchSampler, RandomSampler
 
+from helpers import needs_fmnist
 from swinv2 import create_model
 from swinv2.cli import main
-from swinv2.data import find_fashion_mnist
 from swinv2.models.simmim import SimMIM
 from swinv2.train import TrainRecipe, WarmupCosine, evaluate, fit
 from swinv2.train.distributed import (
@@ -39,13 +39,6 @@ from swinv2.train.distributed import (
     slice_bounds,
 )
 from swinv2.train.optim import build_optimizer
-
-try:
-    find_fashion_mnist(download=False)
-    HAVE_FMNIST = True
-except FileNotFoundError:
-    HAVE_FMNIST = False
-needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Fashion-MNIST IDX files not installed")
 
 RTOL = 1e-4
 # 97 = 3 x 32 + 1: the last global batch holds one image, so rank 1 trains on a padding sample (weight 0);

@@ -8,16 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from swinv2.data import find_fashion_mnist
+from helpers import needs_fmnist
 from swinv2.train import TrainRecipe, fit
 from swinv2.train.pretrain import GRID, PretrainRecipe, pretrain
 
-try:
-    find_fashion_mnist(download=False)
-    HAVE_FMNIST = True
-except FileNotFoundError:
-    HAVE_FMNIST = False
-pytestmark = pytest.mark.skipif(not HAVE_FMNIST, reason="Fashion-MNIST IDX files not installed")
+pytestmark = needs_fmnist
 
 TINY = {"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "cpb_hidden": 32}
 

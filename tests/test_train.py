@@ -10,18 +10,10 @@ import struct
 import pytest
 import torch
 
+from helpers import needs_fmnist
 from swinv2 import create_model
-from swinv2.data import find_fashion_mnist, image_folder, read_idx
+from swinv2.data import image_folder, read_idx
 from swinv2.train import TrainRecipe, WarmupCosine, fit, layer_id, param_groups
-
-try:
-    find_fashion_mnist(download=False)
-    HAVE_FMNIST = True
-except FileNotFoundError:
-    HAVE_FMNIST = False
-needs_fmnist = pytest.mark.skipif(
-    not HAVE_FMNIST, reason="Fashion-MNIST IDX files not installed (dataset-fashion-mnist)"
-)
 
 TINY = {"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "cpb_hidden": 32}
 
