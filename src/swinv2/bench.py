@@ -62,16 +62,21 @@ class Contender:
 
 
 # ------------------------------------------------------------------------------------------ contenders
-def _ours(model_name: str, img_size: int) -> nn.Module:
-    model = create_model(model_name, img_size=img_size, drop_path_rate=0.0)
+def _overrides(img_size: int, window_size: int | None) -> dict:
+    """Config overrides of a benchmarked model: the image size, and the window where one is given."""
+    return {"img_size": img_size} | ({} if window_size is None else {"window_size": window_size})
+
+
+def _ours(model_name: str, img_size: int, window_size: int | None = None) -> nn.Module:
+    model = create_model(model_name, drop_path_rate=0.0, **_overrides(img_size, window_size))
     return randomize_parameters(model).eval()
 
 
-def _timm(ours: nn.Module, model_name: str, img_size: int) -> Contender:
+def _timm(ours: nn.Module, model_name: str, img_size: int, window_size: int | None = None) -> Contender:
     import timm
     from timm.models.swin_transformer_v2 import checkpoint_filter_fn
 
-    model = timm.create_model(model_name, img_size=img_size, drop_path_rate=0.0).eval()
+    model = timm.create_model(model_name, drop_path_rate=0.0, **_overrides(img_size, window_size)).eval()
     official = to_official(ours.state_dict())
     model.load_state_dict(checkpoint_filter_fn({"model": official}, model), strict=True)
     return Contender("timm", model)
@@ -114,13 +119,16 @@ def _torchvision(cfg: SwinV2Config) -> Contender:
     return Contender("torchvision", randomize_parameters(model).eval())
 
 
-def build_contenders(model_name: str, img_size: int, peers: tuple[str, ...] = PEERS) -> list[Contender]:
-    """This project's model and each available peer, all in eval mode with random weights."""
-    ours = Contender("swinv2", _ours(model_name, img_size))
+def build_contenders(
+    model_name: str, img_size: int, peers: tuple[str, ...] = PEERS, window_size: int | None = None
+) -> list[Contender]:
+    """This project's model and each available peer, all in eval mode with random weights; ``window_size``
+    replaces the registry entry's window in every contender."""
+    ours = Contender("swinv2", _ours(model_name, img_size, window_size))
     cfg = ours.model.cfg
     builders = {
         "compiled": lambda: Contender(COMPILED, ours.model, compile=True),
-        "timm": lambda: _timm(ours.model, model_name, img_size),
+        "timm": lambda: _timm(ours.model, model_name, img_size, window_size),
         "hf": lambda: _hf(cfg, img_size),
         "torchvision": lambda: _torchvision(cfg),
     }
@@ -136,7 +144,9 @@ def build_contenders(model_name: str, img_size: int, peers: tuple[str, ...] = PE
 
 
 @torch.no_grad()
-def check_outputs(contenders: list[Contender], model_name: str, img_size: int, batch: int = 2) -> None:
+def check_outputs(
+    contenders: list[Contender], model_name: str, img_size: int, batch: int = 2, window_size: int | None = None
+) -> None:
     """Each peer's logits against this project's fused model loaded with the peer's weights (fp32)."""
     x = torch.randn(batch, 3, img_size, img_size, generator=torch.Generator().manual_seed(1))
     for c in contenders[1:]:
@@ -145,7 +155,7 @@ def check_outputs(contenders: list[Contender], model_name: str, img_size: int, b
             continue
         # torchvision pads a window larger than the map instead of clipping it, and attends to the padding
         compat = {"clip_windows": False, "mask_padding": False} if c.name == "torchvision" else {}
-        mine = create_model(model_name, img_size=img_size, drop_path_rate=0.0, **compat).eval()
+        mine = create_model(model_name, drop_path_rate=0.0, **_overrides(img_size, window_size), **compat).eval()
         mine.load_state_dict(convert_state_dict(c.model.state_dict()), strict=True)
         c.max_diff = (c.logits(c.model, x) - mine(x)).abs().max().item()
 
@@ -224,8 +234,12 @@ def _peak_mb(fn: Callable[[], None], device: torch.device, compiled: bool) -> fl
     return peak_memory(fn, device) / 2**20
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, iters: int = 10) -> float:
-    """Measured FLOP/s of a large square matrix product: the roof the model's MFU is quoted against."""
+def matmul_peak(
+    device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None, iters: int = 10
+) -> float:
+    """Measured FLOP/s of a large square matrix product: the roof the model's MFU is quoted against
+    (2048 on a CPU; 8192 on a GPU, which a smaller product does not fill)."""
+    n = n or (2048 if device.type == "cpu" else 8192)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
@@ -242,6 +256,7 @@ def benchmark(
     rounds: int = 5,
     iters: int = 2,
     device: str = "cpu",
+    window_size: int | None = None,
 ) -> dict:
     """Throughput (img/s), peak memory and MFU of every contender in every mode; see module docstring."""
     for mode in modes:
@@ -249,8 +264,8 @@ def benchmark(
             raise ValueError(f"unknown mode {mode!r}; expected some of {MODES}")
     dev = torch.device(device)
     torch.manual_seed(0)
-    contenders = build_contenders(model_name, img_size, peers)
-    check_outputs(contenders, model_name, img_size)
+    contenders = build_contenders(model_name, img_size, peers, window_size)
+    check_outputs(contenders, model_name, img_size, window_size=window_size)
     for c in contenders:
         c.model.to(dev)
     x = torch.randn(batch, 3, img_size, img_size, device=dev)
@@ -290,8 +305,10 @@ def benchmark(
     return {
         "model": model_name,
         "img_size": img_size,
+        "window_size": contenders[0].model.cfg.window_size,
         "batch": batch,
         "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "rounds": rounds,
         "gflops_per_img": flops / 1e9,
@@ -324,8 +341,9 @@ def _add_ratios(rows: list[dict]) -> None:
 
 def format_table(result: dict) -> str:
     lines = [
-        f"{result['model']} @ {result['img_size']} px, batch {result['batch']}, {result['device']} "
-        f"({result['threads']} threads), median of {result['rounds']} interleaved rounds",
+        f"{result['model']} @ {result['img_size']} px, window {result.get('window_size')}, batch {result['batch']}, "
+        f"{result.get('device_name', result['device'])} ({result['threads']} threads), "
+        f"median of {result['rounds']} interleaved rounds",
         "matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["matmul_peak_gflops"].items()),
         "max |logits diff| vs swinv2 on the same weights: "
         + ", ".join(f"{k} {v:.2e}" for k, v in result["max_abs_diff_vs_swinv2"].items() if v is not None),

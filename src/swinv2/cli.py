@@ -145,6 +145,22 @@ def _bench_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_max_res(args: argparse.Namespace) -> int:
+    from .max_resolution import main as run_search
+
+    run_search(
+        model_name=args.model,
+        window_size=args.window_size,
+        savers=tuple(args.savers.split(",")),
+        device=args.device,
+        capacity_gib=args.capacity_gib,
+        step=args.step,
+        start=args.start,
+        budget_s=args.budget_s,
+    )
+    return 0
+
+
 def _plan(args: argparse.Namespace) -> int:
     from .plan import main as run_plan
 
@@ -173,6 +189,7 @@ def _bench(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         iters=args.iters,
         device=args.device,
+        window_size=args.window_size,
     )
     return 0
 
@@ -331,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", default="infer_fp32,infer_bf16,train_fp32,train_bf16")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the median is reported)")
     p.add_argument("--iters", type=int, default=2, help="timed calls per contender per round")
+    p.add_argument("--window-size", type=int, help="replace the model's window in every contender")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_bench)
 
@@ -341,6 +359,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", default="timm", help="timm, or empty for this project's rows only")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_bench_memory)
+
+    from .max_resolution import SAVER_SETS
+
+    p = sub.add_parser("bench-max-res", help="largest image side one device trains at, plain and with savers")
+    p.add_argument("--model", default="swinv2_base_window16_256", help="registry name")
+    p.add_argument("--window-size", type=int)
+    p.add_argument("--savers", default=",".join(SAVER_SETS), help=f"comma-separated, of {', '.join(SAVER_SETS)}")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--capacity-gib", type=float, help="memory a trial may use (default: the whole GPU)")
+    p.add_argument("--step", type=int, default=256, help="sides tried are multiples of this")
+    p.add_argument("--start", type=int, default=1024, help="first side tried")
+    p.add_argument("--budget-s", type=float, default=120.0, help="search time per saver set")
+    p.set_defaults(func=_bench_max_res)
 
     from .plan import STRATEGIES
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Every GPU figure of docs/results.md in one run (a lent GPU's time is short):
+#   1. CUDA parity: fused (SDPA) vs explicit attention, forward and gradients; this project vs timm;
+#   2. the speed table (`swinv2 bench`) for SwinV2-T and -B at 256 and 384 px, fp32 and bf16;
+#   3. the largest trainable side of SwinV2-B and -L on this GPU, plain and with the savers;
+#   4. `swinv2 train` under torchrun with NCCL, DDP and FSDP (one process: a one-GPU machine).
+# Usage: OUT=dir benchmarks/gpu.sh   (needs python3 with CUDA torch, timm, transformers; Fashion-MNIST
+# for step 4 in $SWINV2_DATA or the Debian location). Each step has its own time limit; logs go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+section() { echo "=== $* ($(date +%T))"; }
+
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    $PY -c "import torch, timm, transformers; print('torch', torch.__version__, 'timm', timm.__version__, 'transformers', transformers.__version__)"
+} 2>&1 | tee "$OUT/env.log"
+
+section parity
+timeout 50 $PY benchmarks/cuda_parity.py 2>&1 | tee "$OUT/parity.log"
+
+section bench
+bench() { timeout "$1" $PY -m swinv2 bench --device cuda --rounds 3 --iters 3 "${@:2}" 2>&1 | tee -a "$OUT/bench.log"; }
+bench 55 --model swinv2_tiny_window8_256 --img-size 256 --batch-size 64
+bench 65 --model swinv2_tiny_window16_256 --img-size 384 --window-size 24 --batch-size 32
+bench 65 --model swinv2_base_window8_256 --img-size 256 --batch-size 64
+bench 75 --model swinv2_base_window12to24_192to384 --img-size 384 --batch-size 32
+
+section max-res
+for model in swinv2_base_window16_256 swinv2_large_window12to16_192to256; do
+    timeout 105 $PY -m swinv2 bench-max-res --model "$model" --start 2048 --budget-s 30 \
+        --savers plain,checkpointing,checkpointing+seq_attention+seq_mlp 2>&1 | tee -a "$OUT/maxres.log"
+done
+
+section nccl
+for strategy in ddp fsdp; do
+    timeout 35 $PY -m torch.distributed.run --nproc_per_node 1 -m swinv2 train --model swinv2_mini_window8_64 \
+        --strategy "$strategy" --device cuda --amp bf16 --epochs 1 --train-limit 4096 --val-limit 2000 \
+        --batch-size 128 --output "/tmp/nccl_$strategy" --no-progress 2>&1 | tail -8 | tee -a "$OUT/nccl.log"
+done
+section done
