@@ -2,8 +2,9 @@
 # Every GPU figure of docs/results.md in one run (a lent GPU's time is short):
 #   1. CUDA parity: fused (SDPA) vs explicit attention, forward and gradients; this project vs timm;
 #   2. the speed table (`swinv2 bench`) for SwinV2-T and -B at 256 and 384 px, fp32 and bf16;
-#   3. the largest trainable side of SwinV2-B and -L on this GPU, plain and with the savers;
-#   4. `swinv2 train` under torchrun with NCCL, DDP and FSDP (one process: a one-GPU machine).
+#   3. the largest trainable side of SwinV2-B and -L, plain and with each saver set, capped at $CAPACITY_GIB
+#      (default 79 GiB: an 80 GB card; one process per saver set);
+#   4. `swinv2 train --strategy fsdp` under torchrun with NCCL (one process on a one-GPU machine).
 # Usage: OUT=dir benchmarks/gpu.sh   (needs python3 with CUDA torch, timm, transformers; Fashion-MNIST
 # for step 4 in $SWINV2_DATA or the Debian location). Each step has its own time limit; logs go to $OUT.
 set -uo pipefail
@@ -32,12 +33,12 @@ bench 75 --model swinv2_base_window12to24_192to384 --img-size 384 --batch-size 3
 
 section max-res
 for model in swinv2_base_window16_256 swinv2_large_window12to16_192to256; do
-    timeout 105 $PY -m swinv2 bench-max-res --model "$model" --start 2048 --budget-s 30 \
-        --savers plain,checkpointing,checkpointing+seq_attention+seq_mlp 2>&1 | tee -a "$OUT/maxres.log"
+    timeout 300 $PY -m swinv2 bench-max-res --model "$model" --start 2048 --budget-s 60 --capacity-gib "${CAPACITY_GIB:-79}" \
+        2>&1 | tee -a "$OUT/maxres.log"
 done
 
 section nccl
-for strategy in ddp fsdp; do
+for strategy in fsdp; do  # ddp in one process falls back to plain training: no NCCL
     timeout 35 $PY -m torch.distributed.run --nproc_per_node 1 -m swinv2 train --model swinv2_mini_window8_64 \
         --strategy "$strategy" --device cuda --amp bf16 --epochs 1 --train-limit 4096 --val-limit 2000 \
         --batch-size 128 --output "/tmp/nccl_$strategy" --no-progress 2>&1 | tail -8 | tee -a "$OUT/nccl.log"

@@ -157,6 +157,7 @@ def _bench_max_res(args: argparse.Namespace) -> int:
         step=args.step,
         start=args.start,
         budget_s=args.budget_s,
+        isolate=args.isolate,
     )
     return 0
 
@@ -371,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=256, help="sides tried are multiples of this")
     p.add_argument("--start", type=int, default=1024, help="first side tried")
     p.add_argument("--budget-s", type=float, default=120.0, help="search time per saver set")
+    p.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        help="one process per saver set (default: on a GPU, where running out of memory can spoil the context)",
+    )
     p.set_defaults(func=_bench_max_res)
 
     from .plan import STRATEGIES

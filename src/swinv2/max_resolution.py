@@ -16,6 +16,8 @@ from __future__ import annotations
 import gc
 import json
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -137,8 +139,6 @@ def search(measure: Callable[[int], Trial], capacity: float, step: int, start: i
         while side > step and not trials[-1].fits and time.perf_counter() < deadline:
             side = max(step, side // 2 // step * step)
             run(side)
-    elif time.perf_counter() < deadline:
-        run(2 * side)
     while time.perf_counter() < deadline:
         fit, fail = bracket()
         if fit == 0 or (fail is not None and fail - fit <= step):
@@ -149,7 +149,7 @@ def search(measure: Callable[[int], Trial], capacity: float, step: int, start: i
 
 
 def _predict(trials: list[Trial], capacity: float, step: int, fit: int, fail: int | None) -> int:
-    """Next side to try, strictly between the bracket ends: the quadratic fit's limit, else midpoint/doubling."""
+    """Next side to try, strictly between the bracket ends: the predicted limit, else midpoint / doubling."""
     fitted = sorted((t.side, t.peak_gib * 2**30) for t in trials if t.fits and t.peak_gib is not None)
     guess = None
     if len(fitted) >= 2:
@@ -157,6 +157,9 @@ def _predict(trials: list[Trial], capacity: float, step: int, fit: int, fail: in
         b = (p2 - p1) / (s2**2 - s1**2)
         if b > 0:
             guess = math.sqrt(max(0.0, capacity - (p1 - b * s1**2)) / b) // step * step
+    elif fitted:  # one point: as if all memory grew with the pixel count (a slight overestimate)
+        s1, p1 = fitted[0]
+        guess = s1 * math.sqrt(capacity / p1) // step * step
     if guess is None:
         guess = 2 * fit if fail is None else (fit + fail) // 2 // step * step
     upper = fail - step if fail is not None else math.inf
@@ -186,7 +189,7 @@ def largest_resolution(
         capacity = capacity_gib * 2**30
         if dev.type == "cuda":
             total = torch.cuda.get_device_properties(dev).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, capacity / total), dev)
+            torch.cuda.set_per_process_memory_fraction(min(1.0, capacity / total), dev.index or 0)
     overrides = {} if window_size is None else {"window_size": window_size}
     model = randomize_parameters(create_model(model_name, drop_path_rate=0.0, **overrides)).to(dev).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
@@ -236,7 +239,45 @@ def _row_line(row: dict) -> str:
     return f"{row['savers']:<36} largest {row['largest_side']:>6} px (next {row['first_failing_side']})  [{tried}]"
 
 
-def main(**kwargs) -> dict:
-    result = largest_resolution(**kwargs)
+CLI_FLAGS = {  # largest_resolution's keyword -> `swinv2 bench-max-res` flag
+    "model_name": "--model",
+    "window_size": "--window-size",
+    "device": "--device",
+    "capacity_gib": "--capacity-gib",
+    "step": "--step",
+    "start": "--start",
+    "budget_s": "--budget-s",
+}
+
+
+def run_isolated(savers: tuple[str, ...], **kwargs) -> dict:
+    """Each saver set in its own process: after running out of memory a CUDA context can stay unusable
+    (seen on an H200: the next step failed with 'invalid argument'), which would spoil the next search."""
+    result, rows = None, []
+    for name in savers:
+        argv = [sys.executable, "-m", "swinv2", "bench-max-res", "--savers", name, "--no-isolate"]
+        for key, value in kwargs.items():
+            if value is not None:
+                argv += [CLI_FLAGS[key], str(value)]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
+            tail = (proc.stderr or proc.stdout).strip()[-500:]
+            rows.append({"savers": name, "error": f"exit {proc.returncode}: {tail}"})
+            print(f"{name}: {rows[-1]['error']}", flush=True)
+            continue
+        result = json.loads(lines[-1])
+        rows += result["rows"]
+        print(_row_line(result["rows"][0]) if "trials" in result["rows"][0] else lines[0], flush=True)
+    if result is None:
+        raise RuntimeError("no saver set could be measured: " + "; ".join(r["error"] for r in rows))
+    return result | {"rows": rows}
+
+
+def main(isolate: bool | None = None, **kwargs) -> dict:
+    savers = kwargs.pop("savers", tuple(SAVER_SETS))
+    if isolate is None:
+        isolate = kwargs.get("device", "cuda").startswith("cuda") and len(savers) > 1
+    result = run_isolated(savers, **kwargs) if isolate else largest_resolution(savers=savers, **kwargs)
     print(json.dumps(result))
     return result
