@@ -170,3 +170,60 @@ def test_training_after_inference_mode():
         model.train()(x).sum().backward()
         model.set_sequential_attention(2)
         model(x).sum().backward()
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16_autocast"])
+def test_mlp_keeps_one_hidden_tensor_and_the_same_gradients(autocast):
+    """The MLP's fc2 recomputes GELU in backward (``GeluLinear``): outputs and gradients are bitwise those of
+    ``fc2(gelu(fc1(x)))``, and of the two hidden-width tensors autograd would keep, one is kept."""
+    torch.manual_seed(0)
+    mlp = mlp_module.Mlp(16, 64).train()
+    mlp.recompute_gelu = True
+    x = torch.randn(3, 10, 16, requires_grad=True)
+
+    def run(module_call):
+        mlp.zero_grad(set_to_none=True)
+        x.grad = None
+        hidden_kept = []
+
+        def pack(t):
+            if t.numel() == 3 * 10 * 64:  # a hidden activation (weights hold 16 * 64)
+                hidden_kept.append(t.shape)
+            return t
+
+        hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), hooks:
+            out = module_call(x)
+        (out.float() * torch.linspace(-1, 1, 16)).sum().backward()
+        return out.detach(), [x.grad.clone()] + [p.grad.clone() for p in mlp.parameters()], len(hidden_kept)
+
+    out, grads, kept = run(mlp)
+    ref_out, ref_grads, ref_kept = run(lambda t: mlp.fc2(mlp.act(mlp.fc1(t))))
+    assert (kept, ref_kept) == (1, 2)
+    assert torch.equal(out, ref_out)
+    for got, ref in zip(grads, ref_grads):
+        assert got.dtype == ref.dtype
+        assert torch.equal(got, ref)
+
+
+def test_mlp_with_hidden_dropout_takes_the_plain_path():
+    mlp = mlp_module.Mlp(8, 32, drop=0.5).train()
+    mlp.recompute_gelu = True
+    x = torch.randn(2, 5, 8)
+    seen = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: seen.append(t.shape) or t, lambda t: t):
+        torch.manual_seed(0)
+        out = mlp(x)
+    torch.manual_seed(0)
+    ref = mlp.drop2(mlp.fc2(mlp.drop1(mlp.act(mlp.fc1(x)))))
+    assert torch.equal(out, ref)  # dropout drew the same mask: GeluLinear was not used
+    assert sum(1 for s in seen if s.numel() == 2 * 5 * 32) >= 2
+
+
+def test_checkpointing_switches_gelu_recomputation_per_stage():
+    model = tiny("swinv2_tiny_window8_256")
+    assert not any(b.mlp.recompute_gelu for s in model.stages for b in s.blocks)  # plain training: full speed
+    model.set_grad_checkpointing(True, stages=[0, 1])
+    assert [all(b.mlp.recompute_gelu for b in s.blocks) for s in model.stages] == [True, True, False, False]
+    model.set_grad_checkpointing(False)
+    assert not any(b.mlp.recompute_gelu for s in model.stages for b in s.blocks)

@@ -98,12 +98,20 @@ def _count_saved(model: nn.Module, count: ActivationCount):
 
 
 def count_activations(
-    model: nn.Module, img_size: int, batch: int, sequential: bool, sequential_mlp: bool | None = None
+    model: nn.Module,
+    img_size: int,
+    batch: int,
+    sequential: bool,
+    sequential_mlp: bool | None = None,
+    checkpointing: bool = False,
 ) -> ActivationCount:
     """Saved-for-backward bytes of one training forward pass of ``model`` (on its device, the meta one in
-    plans), plus the shift masks it caches. Leaves the model in training mode with checkpointing off and
-    the given sequential switches."""
-    model.set_grad_checkpointing(False)  # per-block counts need the insides; total() applies checkpointing
+    plans), plus the shift masks it caches. Leaves the model in training mode with block checkpointing off
+    (per-block counts need the insides; :meth:`ActivationCount.total` applies it), the GELU recomputation
+    that comes with ``checkpointing`` and the given sequential switches."""
+    model.set_grad_checkpointing(checkpointing)
+    for stage in model.stages:
+        stage.grad_checkpointing = False
     model.set_sequential_attention(sequential)
     model.set_sequential_mlp(sequential if sequential_mlp is None else sequential_mlp)
     count = ActivationCount()
@@ -159,13 +167,9 @@ def plan(
     params = sum(p.numel() for p in model.parameters())
     largest = max(sum(p.numel() for p in m.parameters()) for m in model.modules() if isinstance(m, SwinV2Block))
     states = state_bytes(params, largest, strategy, world_size, amp)
-    counts = {
-        (attn, mlp): count_activations(model, size, batch_size, attn, mlp)
-        for attn, mlp in {(attn, mlp) for _, attn, mlp in SAVER_SETS.values()}
-    }
     rows = []
     for name, (checkpointing, attn, mlp) in SAVER_SETS.items():
-        act = counts[(attn, mlp)].total(checkpointing)
+        act = count_activations(model, size, batch_size, attn, mlp, checkpointing).total(checkpointing)
         rows.append({"savers": name, **states, "activations": act, "total": sum(states.values()) + act})
     return {
         "model": model_name,

@@ -23,6 +23,7 @@ import sys
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 from .position import ContinuousPositionBias, RelativePositionTable, Window
@@ -35,6 +36,12 @@ MAX_CACHED_BIAS_NUMEL = 1 << 20
 # ``sequential=True`` sizes chunks so that one chunk's attention scores hold at most this many elements
 # (16 MiB in fp32): a 1024 px image in SwinV2-T / window 8 runs stage 1 in 4 chunks, stage 2 in 2.
 AUTO_CHUNK_SCORES = 1 << 22
+# SDPA kernels this module lets PyTorch choose from. cuDNN's is left out: with an additive bias that needs no
+# gradient (inference, frozen position bias) PyTorch >= 2.9 prefers it on Hopper, where it is slower than
+# the memory-efficient kernel with a bias (pytorch#130482) and returns NaN gradients for sequence lengths
+# N % 128 == 64 (pytorch#196678), which windows of 8 x 8 and 24 x 24 are. Flash takes no bias, so with a
+# bias this means the memory-efficient kernel, or the math path where that cannot run.
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 ATTENTION_TYPES = ("cosine", "dot")
 POSITION_BIASES = ("log_cpb", "linear_cpb", "table")
 
@@ -219,6 +226,11 @@ class WindowAttention(nn.Module):
         else:
             q = q * self.head_dim**-0.5
         dropout = self.attn_drop if self.training else 0.0
+        with sdpa_kernel(SDPA_BACKENDS):
+            return self._sdpa(q, k, v, bias, dropout)
+
+    @staticmethod
+    def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout: float) -> torch.Tensor:
         if q.dim() == 5:
             # SDPA's kernels take 4-D inputs only (5-D falls back to the math path, 3x slower on a CPU):
             # fold the windows into the head axis so the (nW, heads, N, N) bias broadcasts over the batch.

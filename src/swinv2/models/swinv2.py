@@ -235,12 +235,15 @@ class SwinV2(nn.Module):
         self._resize_position_tables(used)
 
     def set_grad_checkpointing(self, enable: bool = True, stages: Iterable[int] | None = None) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them.
+        """Recompute each block's activations in the backward pass instead of storing them; the MLPs also
+        recompute their GELU (one hidden-width tensor less at the peak of a block's backward pass).
 
         ``stages`` limits it to those stages (the rest keep theirs); None means all.
         """
         for stage in self._select_stages(stages):
             stage.grad_checkpointing = enable
+            for block in stage.blocks:
+                block.mlp.recompute_gelu = enable
 
     def set_sequential_attention(self, enable: bool | int = True, stages: Iterable[int] | None = None) -> None:
         """Compute window attention a chunk of windows at a time (the paper's sequential self-attention).
