@@ -103,22 +103,18 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.data import DataLoader
+    from .infer import evaluate_classifier
 
-    from .data import build_classification_data
-    from .infer import load_classifier
-    from .models.config import to_pair
-    from .train.loop import evaluate, resolve_device
-
-    model, _ = load_classifier(args.checkpoint, args.img_size, args.window_size)
-    size = to_pair(model.cfg.img_size)[0]
-    data = build_classification_data(args.data, size, model.cfg.in_chans, {}, 1, args.limit)
-    device = resolve_device(args.device)
-    loader = DataLoader(data.val, batch_size=args.batch_size)
-    model = model.to(device, getattr(torch, args.dtype))
-    result = evaluate(model, loader, device, batch_transform=data.val_batch_transform)
-    result.update(images=len(data.val), img_size=size, window_size=model.cfg.window_size, dtype=args.dtype)
+    result = evaluate_classifier(
+        args.checkpoint,
+        args.img_size,
+        args.window_size,
+        args.data,
+        args.limit,
+        args.device,
+        args.batch_size,
+        args.dtype,
+    )
     print(json.dumps(result))
     return 0
 
@@ -261,9 +257,13 @@ NOT_PRETRAINING = ("label_smoothing", "mixup", "cutmix", "layer_decay")
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .studies import simmim
+    from .studies import amplitude, simmim, transfer
 
-    simmim.run(args.output, progress=not args.no_progress, seeds=tuple(args.seeds))
+    if args.name == "simmim":
+        simmim.run(args.output, progress=not args.no_progress, seeds=tuple(args.seeds))
+    else:
+        study = {"amplitude": amplitude, "transfer": transfer}[args.name]
+        study.run(args.output, quick=args.quick, progress=not args.no_progress)
     return 0
 
 
@@ -307,9 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("study", help="the paper's experiments in miniature, on Fashion-MNIST")
-    p.add_argument("name", choices=("simmim",), help="simmim: label efficiency of SimMIM pretraining")
+    p.add_argument(
+        "name",
+        choices=("simmim", "amplitude", "transfer"),
+        help="simmim: label efficiency of SimMIM pretraining; amplitude: activations along depth, pre-norm vs "
+        "res-post-norm; transfer: position biases evaluated at larger windows",
+    )
     p.add_argument("--output", required=True, help="folder for the runs, results.json and results.md")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds of both arms")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simmim: fine-tuning seeds of both arms")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short budget (amplitude: 150 steps, not 1,500; transfer: 2 epochs of 10,000 images)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_study)
 

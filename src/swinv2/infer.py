@@ -34,6 +34,34 @@ def load_classifier(
     return model.eval(), info
 
 
+def evaluate_classifier(
+    path: str | Path,
+    img_size: int | None = None,
+    window_size: int | None = None,
+    data: str | None = None,
+    limit: int | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+    dtype: str = "float32",
+) -> dict:
+    """Top-1 / top-5 of a saved classifier on ``data``'s validation split (Fashion-MNIST's test set by
+    default), optionally at another image size and window (``swinv2 eval``)."""
+    from torch.utils.data import DataLoader
+
+    from .data import build_classification_data
+    from .train.loop import evaluate, resolve_device
+
+    model, _ = load_classifier(path, img_size, window_size)
+    size = to_pair(model.cfg.img_size)[0]
+    dataset = build_classification_data(data, size, model.cfg.in_chans, {}, 1, limit)
+    dev = resolve_device(device)
+    model = model.to(dev, getattr(torch, dtype))
+    loader = DataLoader(dataset.val, batch_size=batch_size)
+    result = evaluate(model, loader, dev, batch_transform=dataset.val_batch_transform)
+    result.update(images=len(dataset.val), img_size=size, window_size=model.cfg.window_size, dtype=dtype)
+    return result
+
+
 @torch.no_grad()
 def predict_images(model: SwinV2, info: dict, paths: list[str], topk: int = 5) -> list[list[tuple[str, float]]]:
     """Top-k (class name, probability) for each image file."""
