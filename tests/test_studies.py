@@ -72,3 +72,23 @@ def test_transfer_study_trains_each_bias_and_evaluates_every_window(tmp_path, mo
     table, _ = load_classifier(tmp_path / "table_bicubic", 64, 4)
     assert table.cfg.position_bias == "table"
     assert table.stages[0].blocks[0].attn.rel_pos.table.shape[0] == (2 * 4 - 1) ** 2
+
+
+@needs_fmnist
+def test_ablation_study_trains_every_variant_at_every_lr(tmp_path, monkeypatch):
+    from swinv2.studies import ablation
+
+    monkeypatch.setattr(ablation, "QUICK", {"train_limit": 128, "epochs": 1, "val_limit": 64})
+    monkeypatch.setattr(ablation, "LR_SCALES", (1.0, 1000.0))
+    results = ablation.run(tmp_path, quick=True)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert {(r["variant"], r["lr_scale"]) for r in saved["rows"]} == {
+        (v, s) for v in ablation.VARIANTS for s in (1.0, 1000.0)
+    }
+    for r in saved["rows"]:
+        assert r["diverged"] == (not r["final_train_loss"] < float("inf") or r["top1"] <= ablation.CHANCE)
+    cfg = json.loads((tmp_path / "variant0_lr1x" / "config.json").read_text())
+    assert cfg["model_overrides"] == {"norm": "pre", "attention": "dot"}
+    assert "| + res-post-norm + cosine attention |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "ablation.png").stat().st_size > 10_000

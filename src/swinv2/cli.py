@@ -257,12 +257,12 @@ NOT_PRETRAINING = ("label_smoothing", "mixup", "cutmix", "layer_decay")
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .studies import amplitude, simmim, transfer
+    from .studies import ablation, amplitude, simmim, transfer
 
     if args.name == "simmim":
         simmim.run(args.output, progress=not args.no_progress, seeds=tuple(args.seeds))
     else:
-        study = {"amplitude": amplitude, "transfer": transfer}[args.name]
+        study = {"amplitude": amplitude, "transfer": transfer, "ablation": ablation}[args.name]
         study.run(args.output, quick=args.quick, progress=not args.no_progress)
     return 0
 
@@ -309,16 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="the paper's experiments in miniature, on Fashion-MNIST")
     p.add_argument(
         "name",
-        choices=("simmim", "amplitude", "transfer"),
+        choices=("simmim", "amplitude", "transfer", "ablation"),
         help="simmim: label efficiency of SimMIM pretraining; amplitude: activations along depth, pre-norm vs "
-        "res-post-norm; transfer: position biases evaluated at larger windows",
+        "res-post-norm; transfer: position biases evaluated at larger windows; ablation: V1 block vs "
+        "+ res-post-norm vs + cosine attention",
     )
     p.add_argument("--output", required=True, help="folder for the runs, results.json and results.md")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simmim: fine-tuning seeds of both arms")
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a short budget (amplitude: 150 steps, not 1,500; transfer: 2 epochs of 10,000 images)",
+        help="a short budget (amplitude: 150 steps, not 1,500; transfer: 2 epochs of 10,000 images; "
+        "ablation: 1 epoch of 10,000)",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_study)

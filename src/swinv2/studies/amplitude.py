@@ -11,7 +11,6 @@ branch, which grows with depth; with res-post-norm each addition is normalised f
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..data.fashion_mnist import MEAN, STD, load_fashion_mnist
 from ..factory import create_model
 from ..models.swinv2 import SwinV2Block
 from ..train import TrainRecipe, fit
-from ..train.state import write_json
+from . import write_results
 
 MODEL = "swinv2_pico_window7_28"
 DEEP = {"depths": (2, 2, 20), "num_heads": (1, 2, 4)}  # 24 blocks; stage 3 is where depth accumulates
@@ -105,11 +104,7 @@ def run(output: str | Path, quick: bool = False, progress: bool = False) -> dict
         "seconds": time.perf_counter() - start,
     }
     results["ratio_of_ratios"] = results["prenorm_ratio"] / results["respostnorm_ratio"]
-    write_json(out / "results.json", results)
-    (out / "results.md").write_text(table(results))
-    plot(results, out / "amplitude.png")
-    print(table(results))
-    print(json.dumps({k: v for k, v in results.items() if k != "variants"}))
+    write_results(out, results, table(results), plot, "amplitude.png")
     return results
 
 

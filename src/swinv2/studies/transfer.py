@@ -10,14 +10,13 @@ produce are new (up to +-9 for a bias trained on +-3). Images are Fashion-MNIST'
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from ..infer import evaluate_classifier
 from ..train import TrainRecipe, fit
-from ..train.state import write_json
+from . import write_results
 
 MODEL = "swinv2_pico_window7_28"
 BASE = (64, 4)  # image side, window
@@ -57,11 +56,7 @@ def run(output: str | Path, quick: bool = False, progress: bool = False) -> dict
     largest = TESTS[-1][0]
     top = {r["bias"]: r["top1"] for r in rows if r["img_size"] == largest}
     results["log_cpb_minus_table_at_largest"] = top["log_cpb"] - top["table_bicubic"]
-    write_json(out / "results.json", results)
-    (out / "results.md").write_text(table(results))
-    plot(results, out / "transfer.png")
-    print(table(results))
-    print(json.dumps({k: v for k, v in results.items() if k != "rows"}))
+    write_results(out, results, table(results), plot, "transfer.png")
     return results
 
 
