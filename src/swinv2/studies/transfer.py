@@ -95,7 +95,7 @@ def plot(r: dict, path: Path) -> Path:
     ax.set_xticks(windows, [f"W{w}\n{w * 16} px" for w in windows])
     ax.set_xlabel("window and image size at test (trained at the first)")
     ax.set_ylabel("top-1 (%), no fine-tuning")
-    ax.set_title("Position-bias transfer to larger windows (paper Table 1 in miniature)")
+    ax.set_title("Position bias at larger windows (paper Table 1 in miniature)", fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
