@@ -5,8 +5,10 @@
 #   3. the largest trainable side of SwinV2-B and -L, plain and with each saver set, capped at $CAPACITY_GIB
 #      (default 79 GiB: an 80 GB card; one process per saver set);
 #   4. `swinv2 train --strategy fsdp` under torchrun with NCCL (one process on a one-GPU machine).
-# Usage: OUT=dir benchmarks/gpu.sh   (needs python3 with CUDA torch, timm, transformers; Fashion-MNIST
-# for step 4 in $SWINV2_DATA or the Debian location). Each step has its own time limit; logs go to $OUT.
+# Usage: OUT=dir [SECTIONS="parity bench maxres nccl"] benchmarks/gpu.sh   (needs python3 with CUDA torch,
+# timm, transformers; Fashion-MNIST for step 4 in $SWINV2_DATA or the Debian location). Each step has its
+# own time limit; logs go to $OUT. All four take up to ~17 minutes (maxres up to 12): split them with
+# SECTIONS where one call may run 10. Measured on an H200: parity 0.5, bench 3, nccl 0.5 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
@@ -14,33 +16,41 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+SECTIONS=${SECTIONS:-parity bench maxres nccl}
 section() { echo "=== $* ($(date +%T))"; }
+wanted() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     $PY -c "import torch, timm, transformers; print('torch', torch.__version__, 'timm', timm.__version__, 'transformers', transformers.__version__)"
 } 2>&1 | tee "$OUT/env.log"
 
-section parity
-timeout 50 $PY benchmarks/cuda_parity.py 2>&1 | tee "$OUT/parity.log"
+if wanted parity; then
+    section parity
+    timeout 50 $PY benchmarks/cuda_parity.py 2>&1 | tee "$OUT/parity.log"
+fi
 
-section bench
 bench() { timeout "$1" $PY -m swinv2 bench --device cuda --rounds 3 --iters 3 "${@:2}" 2>&1 | tee -a "$OUT/bench.log"; }
-bench 55 --model swinv2_tiny_window8_256 --img-size 256 --batch-size 64
-bench 65 --model swinv2_tiny_window16_256 --img-size 384 --window-size 24 --batch-size 32
-bench 65 --model swinv2_base_window8_256 --img-size 256 --batch-size 64
-bench 75 --model swinv2_base_window12to24_192to384 --img-size 384 --batch-size 32
+if wanted bench; then
+    section bench
+    bench 55 --model swinv2_tiny_window8_256 --img-size 256 --batch-size 64
+    bench 65 --model swinv2_tiny_window16_256 --img-size 384 --window-size 24 --batch-size 32
+    bench 65 --model swinv2_base_window8_256 --img-size 256 --batch-size 64
+    bench 75 --model swinv2_base_window12to24_192to384 --img-size 384 --batch-size 32
+fi
 
-section max-res
-for model in swinv2_base_window16_256 swinv2_large_window12to16_192to256; do
-    timeout 300 $PY -m swinv2 bench-max-res --model "$model" --start 2048 --budget-s 60 --capacity-gib "${CAPACITY_GIB:-79}" \
-        2>&1 | tee -a "$OUT/maxres.log"
-done
+if wanted maxres; then
+    section max-res
+    for model in swinv2_base_window16_256 swinv2_large_window12to16_192to256; do
+        timeout 360 $PY -m swinv2 bench-max-res --model "$model" --start 2048 --budget-s 50 \
+            --capacity-gib "${CAPACITY_GIB:-79}" 2>&1 | tee -a "$OUT/maxres.log"
+    done
+fi
 
-section nccl
-for strategy in fsdp; do  # ddp in one process falls back to plain training: no NCCL
+if wanted nccl; then
+    section nccl  # fsdp: ddp in one process falls back to plain training, without NCCL
     timeout 35 $PY -m torch.distributed.run --nproc_per_node 1 -m swinv2 train --model swinv2_mini_window8_64 \
-        --strategy "$strategy" --device cuda --amp bf16 --epochs 1 --train-limit 4096 --val-limit 2000 \
-        --batch-size 128 --output "/tmp/nccl_$strategy" --no-progress 2>&1 | tail -8 | tee -a "$OUT/nccl.log"
-done
+        --strategy fsdp --device cuda --amp bf16 --epochs 1 --train-limit 4096 --val-limit 2000 \
+        --batch-size 128 --output /tmp/nccl_fsdp --no-progress 2>&1 | tail -8 | tee -a "$OUT/nccl.log"
+fi
 section done
