@@ -43,7 +43,7 @@ def test_search_stops_at_the_time_budget():
 
 def test_tiny_model_on_cpu_fits_below_the_cap_and_not_above():
     result = largest_resolution(
-        "swinv2_test_window4_32", savers=("plain", "checkpointing"), device="cpu", capacity_gib=0.03,
+        "swinv2_test_window4_32", savers=("none", "checkpointing"), device="cpu", capacity_gib=0.03,
         step=32, start=64, budget_s=60,
     )  # fmt: skip
     sides = {}
@@ -52,12 +52,12 @@ def test_tiny_model_on_cpu_fits_below_the_cap_and_not_above():
         by_side = {t["side"]: t for t in row["trials"]}
         assert by_side[row["largest_side"]]["peak_gib"] <= 0.03 < by_side[row["first_failing_side"]]["peak_gib"]
         sides[row["savers"]] = row["largest_side"]
-    assert sides["checkpointing"] > sides["plain"]  # recomputing activations buys resolution
+    assert sides["checkpointing"] > sides["none"]  # recomputing activations buys resolution
 
 
 def test_cli_rejects_unknown_saver_sets_and_a_cpu_run_without_a_cap(capsys):
     base = ["bench-max-res", "--model", "swinv2_test_window4_32", "--device", "cpu"]
-    assert main([*base, "--savers", "plain,zram"]) == 2
+    assert main([*base, "--savers", "none,zram"]) == 2
     assert "unknown saver set(s) ['zram']" in capsys.readouterr().err
-    assert main([*base, "--savers", "plain"]) == 2
+    assert main([*base, "--savers", "none"]) == 2
     assert "capacity_gib is required" in capsys.readouterr().err

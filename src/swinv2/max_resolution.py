@@ -30,19 +30,9 @@ from .bench import peak_memory, randomize_parameters
 from .factory import create_model
 from .layers import WindowAttention
 from .models.swinv2 import SwinV2Block
+from .plan import SAVER_SETS  # name: (checkpointing, sequential attention, sequential MLP)
 
-# Per saver set: create_model's switches. Chunks on a GPU are larger than the CPU's automatic ones,
-# which would launch too many small kernels there.
-SAVER_SETS: dict[str, dict] = {
-    "plain": {},
-    "checkpointing": {"grad_checkpointing": True},
-    "checkpointing+seq_attention": {"grad_checkpointing": True, "sequential_attention": True},
-    "checkpointing+seq_attention+seq_mlp": {
-        "grad_checkpointing": True,
-        "sequential_attention": True,
-        "sequential_mlp": True,
-    },
-}
+# Chunks on a GPU are larger than the CPU's automatic ones, which would launch too many small kernels there.
 GPU_CHUNKS = {"sequential_attention": 256, "sequential_mlp": 1 << 18}  # windows, tokens
 
 
@@ -220,14 +210,13 @@ def largest_resolution(
     }
 
 
-def _apply_savers(model: nn.Module, switches: dict, device: torch.device) -> None:
-    def chunk(key: str) -> bool | int:
-        on = switches.get(key, False)
-        return GPU_CHUNKS[key] if on and device.type == "cuda" else on
-
-    model.set_grad_checkpointing(switches.get("grad_checkpointing", False))
-    model.set_sequential_attention(chunk("sequential_attention"))
-    model.set_sequential_mlp(chunk("sequential_mlp"))
+def _apply_savers(model: nn.Module, savers: tuple[bool, bool, bool], device: torch.device) -> None:
+    checkpointing, attention, mlp = savers
+    model.set_grad_checkpointing(checkpointing)
+    model.set_sequential_attention(
+        GPU_CHUNKS["sequential_attention"] if attention and device.type == "cuda" else attention
+    )
+    model.set_sequential_mlp(GPU_CHUNKS["sequential_mlp"] if mlp and device.type == "cuda" else mlp)
 
 
 def _row_line(row: dict) -> str:
