@@ -403,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
     p.add_argument("--fit-gib", type=float, help="instead: the largest image side (multiple of 128) fitting this")
     p.set_defaults(func=_plan)
+
+    from .cli_dense import add_dense_commands
+
+    add_dense_commands(sub)
     return parser
 
 

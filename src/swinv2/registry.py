@@ -190,3 +190,19 @@ register(
     0.169,
     "64 px images",
 )
+register(
+    "swinv2_femto_window8_128",
+    SwinV2Config(
+        img_size=128,
+        patch_size=4,
+        embed_dim=32,
+        depths=(2, 2, 6, 2),
+        num_heads=(1, 2, 4, 8),
+        window_size=8,
+        num_classes=10,
+        drop_path_rate=0.1,
+    ),
+    3_112_728,
+    0.184,
+    "dense-task backbone for 128 px scenes on a CPU (swinv2 detect / segment default)",
+)

@@ -1,0 +1,149 @@
+"""``swinv2 detect|segment train|eval|predict`` and ``swinv2 scenes``: dense tasks on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+COMMON_FLAGS = {
+    "model": (str, "registered model whose stages make the backbone (see `swinv2 models`)"),
+    "pretrained": (str, "image classification or SimMIM checkpoint for the backbone (any known layout)"),
+    "window_size": (int, "attention window (default: the model's)"),
+    "position_bias": (str, "log_cpb (default), linear_cpb or table (Swin V1), for comparisons"),
+    "data": (str, "dataset root (default: the Fashion-MNIST scenes, written on first use)"),
+    "img_size": (int, "training size: detection's shorter image side, segmentation's crop"),
+    "output": (str, "run folder (default: runs/<timestamp>)"),
+    "epochs": (int, "training epochs"),
+    "batch_size": (int, "images per step"),
+    "lr": (float, "peak AdamW learning rate"),
+    "min_lr": (float, "final learning rate of the cosine schedule"),
+    "warmup_epochs": (float, "linear warmup length"),
+    "weight_decay": (float, "AdamW weight decay (not on norms, biases, CPB, logit scales)"),
+    "drop_path": (float, "stochastic depth rate of the backbone"),
+    "clip_grad": (float, "gradient norm clip (0 = off)"),
+    "amp": (str, "mixed precision: none, bf16"),
+    "seed": (int, "random seed"),
+    "device": (str, "auto, cpu, cuda, cuda:N"),
+    "train_limit": (int, "train on the first N images only"),
+    "val_limit": (int, "evaluate on the first N images only"),
+    "workers": (int, "data loader worker processes"),
+    "pictures": (int, "prediction pictures drawn at the end"),
+}
+TASK_FLAGS = {
+    "detect": {
+        "detector": (str, "mask_rcnn (boxes and instance masks) or faster_rcnn (boxes)"),
+        "fpn_channels": (int, "feature pyramid width"),
+        "anchor_sizes": (int, "anchor side per pyramid level (5 values)"),
+        "roi_sampling": (int, "bilinear samples per RoI bin side (0: adaptive, torchvision's RoIAlign)"),
+    },
+    "segment": {
+        "head_channels": (int, "UperNet width"),
+        "reduce_zero_label": (bool, "mask value 0 means 'other' and is ignored (ADE20K)"),
+    },
+}
+TEST_FLAGS = {
+    "test_size": (int, "evaluate at this size (images rescaled; default: the training size)"),
+    "test_window": (int, "attention window at test time (default: the training window)"),
+}
+
+
+def _recipe_from_args(args: argparse.Namespace):
+    from .dense.recipe import DenseRecipe
+
+    if args.resume:
+        recipe = DenseRecipe.load(Path(args.resume) / "config.json")
+        if args.epochs is not None:
+            recipe.epochs = args.epochs
+        return recipe
+    flags = {**COMMON_FLAGS, **TASK_FLAGS[args.task]}
+    given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
+    return DenseRecipe(task=args.task, **given)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .dense.engine import fit_dense
+
+    recipe = _recipe_from_args(args)
+    if args.resume:
+        recipe.output = args.resume
+    fit_dense(recipe, resume=bool(args.resume), progress=not args.no_progress)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .dense.engine import load_run
+
+    changes = {k: getattr(args, k) for k in ("test_size", "test_window", "data", "val_limit", "device")}
+    if args.task == "segment":
+        changes["slide"] = args.slide or None
+    run = load_run(args.run, **changes)
+    scores = run.evaluate()
+    result = {"run": args.run, "test_size": run.recipe.eval_size, "test_window": args.test_window, **scores}
+    print(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .dense.engine import load_run, predict_files
+
+    run = load_run(args.run, test_size=args.test_size, test_window=args.test_window, device=args.device)
+    for path in predict_files(run, args.images, Path(args.output)):
+        print(path)
+    return 0
+
+
+def _scenes(args: argparse.Namespace) -> int:
+    from .data.scenes import SceneSpec, ensure_scenes
+
+    spec = SceneSpec(size=args.size, train_scenes=args.train, test_scenes=args.test, seed=args.seed)
+    print(ensure_scenes(args.output, spec))
+    return 0
+
+
+def _add(p: argparse.ArgumentParser, flags: dict) -> None:
+    for flag, (kind, text) in flags.items():
+        name = "--" + flag.replace("_", "-")
+        if kind is bool:
+            p.add_argument(name, dest=flag, action="store_true", default=None, help=text)
+        else:
+            nargs = "+" if flag == "anchor_sizes" else None
+            p.add_argument(name, dest=flag, type=kind, nargs=nargs, help=text)
+
+
+def add_dense_commands(sub) -> None:
+    for task, text in (("detect", "Mask / Faster R-CNN"), ("segment", "UperNet semantic segmentation")):
+        top = sub.add_parser(task, help=f"{text} on a SwinV2 backbone (Fashion-MNIST scenes by default)")
+        actions = top.add_subparsers(dest="action", required=True)
+        p = actions.add_parser("train", help="train into a run folder")
+        _add(p, {**COMMON_FLAGS, **TASK_FLAGS[task]})
+        p.add_argument("--resume", help="continue the run in this folder where it stopped")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+        p.set_defaults(func=_train, task=task)
+
+        p = actions.add_parser("eval", help="score a finished run (optionally at another size and window)")
+        p.add_argument("run", help="run folder written by train")
+        _add(p, {**TEST_FLAGS, "data": COMMON_FLAGS["data"], "val_limit": COMMON_FLAGS["val_limit"]})
+        p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+        if task == "segment":
+            p.add_argument("--slide", action="store_true", help="sliding training-size windows, not whole images")
+        p.add_argument("--json", help="also write the scores to this file")
+        p.set_defaults(func=_eval, task=task)
+
+        p = actions.add_parser("predict", help="draw predictions on image files")
+        p.add_argument("run", help="run folder written by train")
+        p.add_argument("images", nargs="+", help="image files")
+        p.add_argument("--output", required=True, help="folder for the pictures")
+        _add(p, TEST_FLAGS)
+        p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+        p.set_defaults(func=_predict, task=task)
+
+    p = sub.add_parser("scenes", help="write the Fashion-MNIST scenes dataset (COCO + mask folders)")
+    p.add_argument("--output", help="folder (default: in the user cache, where train looks)")
+    p.add_argument("--size", type=int, default=128, help="canvas side in pixels")
+    p.add_argument("--train", type=int, default=5000, help="training scenes")
+    p.add_argument("--test", type=int, default=1000, help="test scenes")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_scenes)

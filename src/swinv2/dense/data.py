@@ -1,0 +1,196 @@
+"""Loaders for dense tasks: COCO-format detection folders and image + mask segmentation folders.
+
+Both read the real datasets' layouts (COCO ``instances.json`` + images; ADE20K ``images/`` +
+``annotations/``) and the Fashion-MNIST scenes written in them. Augmentations are torchvision's
+transforms v2, which move boxes and masks with the image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IGNORE_INDEX = 255
+# The folder names a split goes by: this project's scenes (train/test), COCO and ADE20K.
+SPLIT_ALIASES = {"train": ("train", "training", "train2017"), "val": ("val", "test", "validation", "val2017")}
+
+
+@dataclass(frozen=True)
+class SplitPaths:
+    images: Path
+    annotations: Path  # instances.json for detection, the mask folder for segmentation
+
+
+def find_split(root: str | os.PathLike, split: str, task: str) -> SplitPaths:
+    """Locate a split under ``root``: ``<split>/images`` with ``<split>/instances.json`` (detection) or
+    ``<split>/masks`` (segmentation); or ADE20K's ``images/<split>`` + ``annotations/<split>``."""
+    root = Path(root)
+    tried = []
+    for name in SPLIT_ALIASES[split]:
+        ann = root / name / ("instances.json" if task == "detect" else "masks")
+        candidates = [SplitPaths(root / name / "images", ann)]
+        if task == "segment":
+            candidates.append(SplitPaths(root / "images" / name, root / "annotations" / name))
+        for paths in candidates:
+            tried.append(f"{paths.images} + {paths.annotations}")
+            if paths.images.is_dir() and paths.annotations.exists():
+                return paths
+    raise FileNotFoundError(f"no {split} split for {task} under {root}; looked for: {'; '.join(tried)}")
+
+
+def read_semantic_classes(root: str | os.PathLike) -> list[str] | None:
+    """Names of the mask values from ``ROOT/semantic_classes.json``, if the dataset has one."""
+    path = Path(root) / "semantic_classes.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------- detection
+class CocoDetectionData(Dataset):
+    """A COCO-format split: ``(image float (3, H, W), target)`` with ``boxes`` (xyxy), ``labels``
+    (1..K, in category-id order), ``masks`` (N, H, W) and ``image_id``."""
+
+    def __init__(self, paths: SplitPaths, transforms: v2.Transform | None = None):
+        from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
+
+        if not paths.annotations.is_file():
+            raise FileNotFoundError(f"COCO annotation file not found: {paths.annotations}")
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports its progress on stdout
+            base = CocoDetection(str(paths.images), str(paths.annotations))
+        if len(base) == 0:
+            raise ValueError(f"{paths.annotations} lists no images")
+        self.coco = base.coco
+        self.category_ids = sorted(self.coco.getCatIds())
+        self.classes = [self.coco.cats[c]["name"] for c in self.category_ids]
+        self._label_of = {c: i + 1 for i, c in enumerate(self.category_ids)}
+        self.image_ids = list(base.ids)
+        self._data = wrap_dataset_for_transforms_v2(base, target_keys=("image_id", "boxes", "labels", "masks"))
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getitem__(self, index: int):
+        image, target = self._data[index]
+        image = tv_tensors.Image(v2.functional.pil_to_tensor(image)) if not isinstance(image, torch.Tensor) else image
+        h, w = image.shape[-2:]
+        boxes = target.get("boxes", tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(h, w)))
+        labels = target.get("labels", torch.zeros(0, dtype=torch.int64))
+        masks = target.get("masks", tv_tensors.Mask(torch.zeros(0, h, w, dtype=torch.uint8)))
+        labels = torch.tensor([self._label_of[int(c)] for c in labels], dtype=torch.int64)
+        target = {"boxes": boxes, "labels": labels, "masks": masks, "image_id": int(target["image_id"])}
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return v2.functional.to_dtype(image, torch.float32, scale=True), target
+
+    def subset(self, limit: int | None) -> CocoDetectionData:
+        """The first ``limit`` images (all when None), for quick runs."""
+        if limit is not None:
+            keep = list(range(min(limit, len(self))))
+            self._data = torch.utils.data.Subset(self._data, keep)
+            self.image_ids = self.image_ids[: len(keep)]
+        return self
+
+
+def detection_transforms(train: bool) -> v2.Transform | None:
+    """Training: horizontal flips, then drop boxes a transform made degenerate. Testing: none."""
+    if not train:
+        return None
+    return v2.Compose([v2.RandomHorizontalFlip(0.5), v2.SanitizeBoundingBoxes(labels_getter=_labels)])
+
+
+def _labels(sample):
+    return sample[1]["labels"]
+
+
+def collate_detection(batch):
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+# ------------------------------------------------------------------------------------------- segmentation
+class SegmentationFolder(Dataset):
+    """Images paired by file stem with single-channel masks (class index per pixel, 255 = ignore).
+
+    ``reduce_zero_label`` maps ADE20K's 0 ("other") to ignore and shifts classes 1..K down to 0..K-1.
+    Grey, RGBA and 16-bit images are converted to 8-bit RGB.
+    """
+
+    def __init__(self, paths: SplitPaths, transforms: v2.Transform | None = None, reduce_zero_label: bool = False):
+        images = sorted(p for p in paths.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {paths.images}")
+        masks = {p.stem: p for p in paths.annotations.iterdir() if p.suffix.lower() == ".png"}
+        missing = [p.name for p in images if p.stem not in masks]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} images in {paths.images} have no mask in {paths.annotations}: {missing[:3]}"
+            )
+        self.samples = [(p, masks[p.stem]) for p in images]
+        self.transforms = transforms
+        self.reduce_zero_label = reduce_zero_label
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        image_path, mask_path = self.samples[index]
+        with Image.open(image_path) as img:
+            image = tv_tensors.Image(v2.functional.pil_to_tensor(_to_rgb8(img)))
+        with Image.open(mask_path) as m:
+            mask = torch.as_tensor(_mask_array(m), dtype=torch.int64)
+        if self.reduce_zero_label:
+            mask = torch.where(mask == 0, IGNORE_INDEX, mask - 1)
+        mask = tv_tensors.Mask(mask)
+        if self.transforms is not None:
+            image, mask = self.transforms(image, mask)
+        return image, mask.as_subclass(torch.Tensor)
+
+    def subset(self, limit: int | None) -> SegmentationFolder:
+        if limit is not None:
+            self.samples = self.samples[:limit]
+        return self
+
+
+def _to_rgb8(img):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits before converting
+        import numpy as np
+        from PIL import Image
+
+        arr = np.asarray(img, dtype=np.float32)
+        return Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype("uint8")).convert("RGB")
+    return img.convert("RGB")
+
+
+def _mask_array(mask_img):
+    import numpy as np
+
+    if mask_img.mode not in ("L", "P", "I", "I;16"):
+        raise ValueError(f"{mask_img.filename}: masks must be single-channel class indices, got mode {mask_img.mode}")
+    return np.array(mask_img)
+
+
+def segmentation_transforms(
+    train: bool, size: int, mean: tuple[float, ...], std: tuple[float, ...], scale: tuple[float, float] = (0.75, 1.5)
+) -> v2.Transform:
+    """Training: random rescale, a ``size`` crop (padding with ignore), flips. Both: float and normalise."""
+    steps: list[v2.Transform] = []
+    if train:
+        steps += [
+            v2.RandomResize(int(size * scale[0]), int(size * scale[1]) + 1),
+            v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Mask: IGNORE_INDEX, "others": 0}),
+            v2.RandomHorizontalFlip(0.5),
+        ]
+    steps += [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(steps)

@@ -1,0 +1,258 @@
+"""Train, evaluate and predict for dense tasks, with the run folder of ``swinv2 train``: resolved recipe,
+``metrics.jsonl``, an atomic checkpoint per epoch, ``--resume``, progress bars, ``summary.json``,
+curves and prediction pictures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..checkpoint import read_checkpoint, save_weights
+from ..train.loop import autocast, prepare_run_dir, resolve_device
+from ..train.optim import WarmupCosine
+from ..train.state import CHECKPOINT, append_metrics, atomic_torch_save, read_metrics, seed_everything, write_json
+from .recipe import DenseRecipe
+from .tasks import MEAN, STD, DenseTask, make_task
+
+log = logging.getLogger("swinv2")
+NO_DECAY_KEYWORDS = ("logit_scale", "rel_pos.")  # SwinV2's temperatures and position-bias networks
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no decay for 1-D parameters (norms, biases), temperatures and position-bias MLPs."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            skip = p.ndim <= 1 or any(k in name for k in NO_DECAY_KEYWORDS)
+            (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class DenseRun:
+    """One run's task, data, model, optimiser and schedule."""
+
+    def __init__(self, recipe: DenseRecipe, device: torch.device):
+        self.recipe, self.device = recipe, device
+        self.task: DenseTask = make_task(recipe)
+        self.train_set, self.val_set = self.task.datasets()
+        self.model = self.task.build_model().to(device)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, recipe.weight_decay), lr=recipe.lr)
+        self.steps_per_epoch = -(-len(self.train_set) // recipe.batch_size)
+        self.scheduler = WarmupCosine(
+            self.optimizer,
+            recipe.lr,
+            recipe.min_lr,
+            total=recipe.epochs * self.steps_per_epoch,
+            warmup=int(recipe.warmup_epochs * self.steps_per_epoch),
+        )
+        self.epoch = 0
+
+    def loader(self, dataset, train: bool, seed: int = 0) -> DataLoader:
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.recipe.batch_size,
+            shuffle=train,
+            generator=gen,
+            drop_last=train and len(dataset) > self.recipe.batch_size,  # BatchNorm needs > 1 image
+            num_workers=self.recipe.workers,
+            collate_fn=self.task.collate,
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+
+    def train_epoch(self, progress: bool) -> dict:
+        """One pass; RNGs are re-seeded from (seed, epoch) so a resumed run repeats an uninterrupted one."""
+        r = self.recipe
+        seed = r.seed * 100_003 + self.epoch
+        seed_everything(seed)
+        self.model.train()
+        loader = self.loader(self.train_set, train=True, seed=seed)
+        sums: dict[str, float] = {}
+        start, seen = time.perf_counter(), 0
+        bar = tqdm(
+            loader, desc=f"epoch {self.epoch + 1}/{r.epochs}", leave=False, file=sys.stderr, disable=not progress
+        )
+        for batch in bar:
+            with autocast(self.device, r.amp):
+                loss, parts = self.task.loss(self.model, batch, self.device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1} ({parts})")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if r.clip_grad > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_grad)
+            self.optimizer.step()
+            self.scheduler.step()
+            n = len(batch[0])
+            seen += n
+            for k, v in {"train_loss": loss.item(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            bar.set_postfix(loss=f"{sums['train_loss'] / seen:.3f}")
+        self.epoch += 1
+        return {**{k: v / seen for k, v in sums.items()}, "seconds": time.perf_counter() - start, "images": seen}
+
+    def evaluate(self) -> dict:
+        with autocast(self.device, self.recipe.amp):
+            return self.task.evaluate(self.model, self.loader(self.val_set, train=False), self.device)
+
+
+def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True):
+    """Train per ``recipe`` into its run folder (continuing the run there with ``resume``).
+
+    Returns the summary, or None when ``stop_after`` epochs ended this invocation early.
+    """
+    wall = time.perf_counter()
+    run_dir = prepare_run_dir(recipe, resume)
+    seed_everything(recipe.seed)
+    run = DenseRun(recipe, resolve_device(recipe.device))
+    if resume and (run_dir / CHECKPOINT).is_file():
+        run.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location=run.device, weights_only=True))
+        rows = [row for row in read_metrics(run_dir) if row["epoch"] <= run.epoch]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        print(f"resuming {run_dir} after epoch {run.epoch}")
+    params = sum(p.numel() for p in run.model.parameters())
+    print(
+        f"{recipe.task} with {recipe.model} ({params / 1e6:.2f}M params): {len(run.train_set)} train / "
+        f"{len(run.val_set)} val images from {run.task.root}, {recipe.epochs} epochs x {run.steps_per_epoch} steps, "
+        f"{run.device}"
+    )
+    done = 0
+    metric = run.task.main_metric
+    while run.epoch < recipe.epochs:
+        stats = run.train_epoch(progress)
+        row = {"epoch": run.epoch, "lr": run.scheduler.lr, **stats, **run.evaluate()}
+        append_metrics(run_dir, row)
+        atomic_torch_save(run.state_dict(), run_dir / CHECKPOINT)
+        print(
+            f"epoch {run.epoch}/{recipe.epochs}  loss {row['train_loss']:.4f}  {metric} {row[metric]:.2f}  "
+            f"{row['images'] / row['seconds']:.1f} img/s  {row['seconds']:.0f}s",
+            flush=True,
+        )
+        done += 1
+        if stop_after is not None and done >= stop_after and run.epoch < recipe.epochs:
+            return None
+    return finish(run, run_dir, wall)
+
+
+def finish(run: DenseRun, run_dir: Path, wall_start: float) -> dict:
+    """Final weights, ``summary.json``, curves and ``predictions.png``."""
+    recipe = run.recipe
+    meta = {"task": recipe.task, "classes": json.dumps(run.task.classes), "recipe": json.dumps(recipe.to_dict())}
+    save_weights(run.model, run_dir / "model.safetensors", meta)
+    rows = read_metrics(run_dir)
+    summary = {
+        "task": recipe.task,
+        "model": recipe.model,
+        "data": str(run.task.root),
+        **{k: v for k, v in rows[-1].items() if k not in ("epoch", "lr", "seconds", "images")},
+        "epochs": run.epoch,
+        "train_images": len(run.train_set),
+        "eval_images": len(run.val_set),
+        "train_seconds": sum(r["seconds"] for r in rows),
+        "wall_seconds_this_invocation": time.perf_counter() - wall_start,
+        "params": sum(p.numel() for p in run.model.parameters()),
+    }
+    write_json(run_dir / "summary.json", summary)
+    plot_dense_curves(run_dir, run.task.main_metric)
+    draw_predictions(run, run_dir / "predictions.png")
+    metric = run.task.main_metric
+    print(f"done: {metric} {summary[metric]:.2f}  in {summary['train_seconds']:.0f}s of training -> {run_dir}")
+    return summary
+
+
+def draw_predictions(run: DenseRun, path: Path, count: int | None = None) -> Path | None:
+    """A grid of the first validation images with the model's predictions drawn on them."""
+    from torchvision.utils import save_image
+
+    count = min(count or run.recipe.pictures, len(run.val_set))
+    if count == 0:
+        return None
+    images = [run.val_set[i][0] for i in range(count)]
+    with autocast(run.device, run.recipe.amp):
+        drawn = run.task.draw(run.model, images, run.device)
+    save_image([d.float() / 255 for d in drawn], path, nrow=4, padding=2, pad_value=1.0)
+    return path
+
+
+def plot_dense_curves(run_dir: Path, metric: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o")
+    ax1.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    ax2.plot(epochs, [r[metric] for r in rows], marker="o")
+    ax2.set(xlabel="epoch", ylabel=f"{metric} (%)", title=f"evaluation {metric}")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = run_dir / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def load_run(run_dir: str | Path, **changes: object) -> DenseRun:
+    """A finished run's model (``model.safetensors``) with its recipe, ``changes`` applied (test size,
+    window, data, limits), ready to evaluate or predict."""
+    run_dir = Path(run_dir)
+    recipe = DenseRecipe.load(run_dir / "config.json")
+    for key, value in changes.items():
+        if value is not None:
+            setattr(recipe, key, value)
+    recipe.__post_init__()
+    recipe.pretrained = None  # the run's own weights replace the backbone's initialisation
+    run = DenseRun(recipe, resolve_device(recipe.device))
+    tensors, _ = read_checkpoint(run_dir / "model.safetensors")
+    run.model.load_state_dict(tensors)
+    run.task.set_test_geometry(run.model)
+    return run
+
+
+def predict_files(run: DenseRun, paths: list[str], out_dir: Path) -> list[Path]:
+    """Draw the run's predictions on each image file; one PNG per input in ``out_dir``."""
+    from PIL import Image
+    from torchvision.transforms import v2
+    from torchvision.utils import save_image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        with Image.open(path) as img:
+            image = v2.functional.to_dtype(v2.functional.pil_to_tensor(img.convert("RGB")), torch.float32, scale=True)
+        if run.recipe.task == "segment":
+            image = v2.functional.normalize(image, MEAN, STD)
+        with autocast(run.device, run.recipe.amp):
+            drawn = run.task.draw(run.model, [image], run.device)[0]
+        target = out_dir / f"{path.stem}_{run.recipe.task}.png"
+        save_image(drawn.float() / 255, target)
+        written.append(target)
+    return written

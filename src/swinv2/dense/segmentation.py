@@ -1,0 +1,128 @@
+"""Semantic segmentation: a UperNet head (Xiao et al., 2018) on a SwinV2 backbone, mIoU, and inference
+on whole images or by sliding windows at a larger size than training."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import SwinV2Backbone
+from .data import IGNORE_INDEX
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
+
+
+class PyramidPooling(nn.Module):
+    """Pool the coarsest map to 1x1, 2x2, 3x3 and 6x6 grids, project, upsample, fuse with the map."""
+
+    def __init__(self, c_in: int, channels: int, scales: tuple[int, ...] = (1, 2, 3, 6)):
+        super().__init__()
+        self.scales = scales
+        self.branches = nn.ModuleList(conv_bn_relu(c_in, channels, 1) for _ in scales)
+        self.fuse = conv_bn_relu(c_in + len(scales) * channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [
+            F.interpolate(branch(F.adaptive_avg_pool2d(x, s)), size=size, mode="bilinear", align_corners=False)
+            for s, branch in zip(self.scales, self.branches)
+        ]
+        return self.fuse(torch.cat([x, *pooled], dim=1))
+
+
+class UperNetHead(nn.Module):
+    """Pyramid pooling on the last stage, a top-down FPN over the others, all levels upsampled to the
+    finest (stride 4) and fused, then a 1x1 classifier."""
+
+    def __init__(self, in_channels: list[int], num_classes: int, channels: int = 512, dropout: float = 0.1):
+        super().__init__()
+        self.ppm = PyramidPooling(in_channels[-1], channels)
+        self.lateral = nn.ModuleList(conv_bn_relu(c, channels, 1) for c in in_channels[:-1])
+        self.smooth = nn.ModuleList(conv_bn_relu(channels, channels) for _ in in_channels[:-1])
+        self.fuse = conv_bn_relu(len(in_channels) * channels, channels)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        levels = [lat(f) for lat, f in zip(self.lateral, features[:-1])] + [self.ppm(features[-1])]
+        for i in range(len(levels) - 1, 0, -1):  # top-down: coarse context into finer maps
+            levels[i - 1] = levels[i - 1] + _resize(levels[i], levels[i - 1])
+        outs = [smooth(level) for smooth, level in zip(self.smooth, levels[:-1])] + [levels[-1]]
+        fused = self.fuse(torch.cat([outs[0]] + [_resize(o, outs[0]) for o in outs[1:]], dim=1))
+        return self.classifier(self.dropout(fused))
+
+
+def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class Segmenter(nn.Module):
+    """Backbone + UperNet: images ``(B, 3, H, W)`` -> per-pixel class logits ``(B, K, H, W)``."""
+
+    def __init__(self, backbone: SwinV2Backbone, num_classes: int, channels: int = 512):
+        super().__init__()
+        self.backbone = backbone
+        self.head = UperNetHead(backbone.out_channels, num_classes, channels)
+        self.num_classes = num_classes
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.head(list(self.backbone(images).values()))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def slide_inference(model: Segmenter, images: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
+    """Logits averaged over ``crop`` x ``crop`` windows every ``stride`` pixels (edges included), for
+    images larger than the model was trained on."""
+    b, _, h, w = images.shape
+    if stride < 1 or crop < 1:
+        raise ValueError(f"crop and stride must be >= 1, got {crop}, {stride}")
+    logits = images.new_zeros(b, model.num_classes, h, w)
+    count = images.new_zeros(1, 1, h, w)
+    for y in _starts(h, crop, stride):
+        for x in _starts(w, crop, stride):
+            window = images[:, :, y : y + crop, x : x + crop]
+            logits[:, :, y : y + crop, x : x + crop] += model(window)
+            count[:, :, y : y + crop, x : x + crop] += 1
+    return logits / count
+
+
+def _starts(length: int, crop: int, stride: int) -> list[int]:
+    if length <= crop:
+        return [0]
+    starts = list(range(0, length - crop, stride))
+    return [*starts, length - crop]
+
+
+class ConfusionMatrix:
+    """Accumulates a K x K pixel confusion matrix (ignore pixels skipped); IoU per class and mIoU."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        keep = target != IGNORE_INDEX
+        if (target[keep] >= self.num_classes).any() or (target[keep] < 0).any():
+            raise ValueError(f"mask values must be 0..{self.num_classes - 1} or {IGNORE_INDEX} (ignore)")
+        index = target[keep] * self.num_classes + prediction[keep]
+        self.matrix += torch.bincount(index.cpu(), minlength=self.num_classes**2).view(self.num_classes, -1)
+
+    def iou(self) -> torch.Tensor:
+        """IoU per class (NaN for classes absent from both prediction and ground truth)."""
+        tp = self.matrix.diag().double()
+        union = self.matrix.sum(0).double() + self.matrix.sum(1).double() - tp
+        return tp / union.where(union > 0, torch.tensor(float("nan"), dtype=torch.double))
+
+    def scores(self) -> dict[str, float]:
+        iou = self.iou()
+        total = self.matrix.sum().item()
+        return {
+            "miou": 100 * float(iou.nanmean()),
+            "pixel_acc": 100 * self.matrix.diag().sum().item() / max(total, 1),
+        }

@@ -1,0 +1,213 @@
+"""What differs between detection and segmentation runs: data, model, loss, metrics and pictures.
+
+:mod:`swinv2.dense.engine` drives either through the same run folder, schedule and checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.scenes import ensure_scenes
+from .backbone import create_backbone
+from .data import (
+    IGNORE_INDEX,
+    CocoDetectionData,
+    SegmentationFolder,
+    collate_detection,
+    detection_transforms,
+    find_split,
+    read_semantic_classes,
+    segmentation_transforms,
+)
+from .detection import build_detector, coco_map, set_test_size, to_coco_results
+from .recipe import DenseRecipe
+from .segmentation import ConfusionMatrix, Segmenter, slide_inference
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DenseTask:
+    """Base: the data root and the backbone every task builds on."""
+
+    main_metric = ""
+
+    def __init__(self, recipe: DenseRecipe):
+        self.recipe = recipe
+        self.root = Path(recipe.data) if recipe.data else ensure_scenes()
+        self.classes: list[str] = []
+
+    def backbone(self):
+        r = self.recipe
+        overrides = {"img_size": r.img_size, "drop_path_rate": r.drop_path}
+        for key in ("window_size", "position_bias"):
+            if getattr(r, key) is not None:
+                overrides[key] = getattr(r, key)
+        return create_backbone(r.model, pretrained=r.pretrained, **overrides)
+
+    def set_test_geometry(self, model: nn.Module) -> None:
+        """Test at ``recipe.test_size`` with ``recipe.test_window`` (when given)."""
+        if self.recipe.test_window is not None:
+            self._backbone(model).set_window(self.recipe.test_window)
+
+    @staticmethod
+    def _backbone(model: nn.Module):
+        return model.backbone.body if hasattr(model.backbone, "body") else model.backbone
+
+
+class DetectionTask(DenseTask):
+    main_metric = "map50"
+
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        r = self.recipe
+        train = CocoDetectionData(find_split(self.root, "train", "detect"), detection_transforms(True))
+        val = CocoDetectionData(find_split(self.root, "val", "detect"), detection_transforms(False))
+        self.classes = train.classes
+        return train.subset(r.train_limit), val.subset(r.val_limit)
+
+    collate = staticmethod(collate_detection)
+
+    def build_model(self) -> nn.Module:
+        r = self.recipe
+        return build_detector(
+            self.backbone(),
+            len(self.classes),
+            r.detector,
+            min_size=r.img_size,
+            max_size=r.img_size * 2,
+            fpn_channels=r.fpn_channels,
+            anchor_sizes=r.anchor_sizes,
+            box_head_dim=r.box_head_dim,
+            mask_head_dim=r.mask_head_dim,
+            rois_per_image=r.rois_per_image,
+            proposals=r.proposals,
+            max_detections=r.max_detections,
+            roi_sampling=r.roi_sampling,
+            image_mean=MEAN,
+            image_std=STD,
+        )
+
+    def loss(self, model: nn.Module, batch, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        images, targets = batch
+        images = [im.to(device) for im in images]
+        targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+        parts = model(images, targets)
+        return sum(parts.values()), {k: v.item() for k, v in parts.items()}
+
+    def set_test_geometry(self, model: nn.Module) -> None:
+        super().set_test_geometry(model)
+        size = self.recipe.eval_size
+        set_test_size(model, size, size * 2)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+        model.eval()
+        data: CocoDetectionData = loader.dataset
+        results = []
+        for images, targets in loader:
+            outputs = model([im.to(device) for im in images])
+            results += to_coco_results(outputs, [t["image_id"] for t in targets], data.category_ids)
+        scores = coco_map(data.coco, results, data.image_ids, "bbox")
+        if self.recipe.detector == "mask_rcnn":
+            masks = coco_map(data.coco, results, data.image_ids, "segm")
+            scores.update(mask_map=masks["map"], mask_map50=masks["map50"])
+        return scores
+
+    @torch.no_grad()
+    def draw(self, model: nn.Module, images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        """Each image with its detections (score >= 0.5): masks, boxes, class names and scores."""
+        from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+        model.eval()
+        drawn = []
+        for image, out in zip(images, model([im.to(device) for im in images])):
+            keep = out["scores"] >= 0.5
+            canvas = (image * 255).to(torch.uint8)
+            if "masks" in out and keep.any():
+                canvas = draw_segmentation_masks(canvas, out["masks"][keep, 0].cpu() > 0.5, alpha=0.4)
+            names = [f"{self.classes[int(c) - 1]} {s:.2f}" for c, s in zip(out["labels"][keep], out["scores"][keep])]
+            drawn.append(draw_bounding_boxes(canvas, out["boxes"][keep].cpu(), names, colors="yellow", width=1))
+        return drawn
+
+
+class SegmentationTask(DenseTask):
+    main_metric = "miou"
+
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        r = self.recipe
+        size = r.img_size
+        train = SegmentationFolder(
+            find_split(self.root, "train", "segment"),
+            segmentation_transforms(True, size, MEAN, STD),
+            r.reduce_zero_label,
+        )
+        val = SegmentationFolder(
+            find_split(self.root, "val", "segment"),
+            segmentation_transforms(False, size, MEAN, STD),
+            r.reduce_zero_label,
+        )
+        names = read_semantic_classes(self.root)
+        if names is None:
+            raise ValueError(f"{self.root} has no semantic_classes.json naming the mask values (one name per class)")
+        self.classes = names[1:] if r.reduce_zero_label else names
+        return train.subset(r.train_limit), val.subset(r.val_limit)
+
+    @staticmethod
+    def collate(batch):
+        images, masks = zip(*batch)
+        if len({im.shape for im in images}) == 1:
+            return torch.stack(images), torch.stack(masks)
+        return list(images), list(masks)
+
+    def build_model(self) -> nn.Module:
+        return Segmenter(self.backbone(), len(self.classes), self.recipe.head_channels)
+
+    def loss(self, model: nn.Module, batch, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        images, masks = (t.to(device) for t in batch)
+        loss = F.cross_entropy(model(images), masks, ignore_index=IGNORE_INDEX)
+        return loss, {"loss_ce": loss.item()}
+
+    def predict_logits(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Logits at the input's size, computed at ``test_size`` (whole image, or sliding windows)."""
+        r = self.recipe
+        h, w = images.shape[-2:]
+        scale = r.eval_size / r.img_size
+        x = F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False) if scale != 1 else images
+        logits = slide_inference(model, x, r.img_size, max(1, r.img_size * 2 // 3)) if r.slide else model(x)
+        return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False) if scale != 1 else logits
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
+        model.eval()
+        confusion = ConfusionMatrix(len(self.classes))
+        for images, masks in loader:
+            groups = zip(images, masks) if isinstance(images, list) else [(images, masks)]
+            for im, mask in groups:
+                im = im if im.ndim == 4 else im[None]
+                mask = mask if mask.ndim == 3 else mask[None]
+                confusion.update(self.predict_logits(model, im.to(device)).argmax(1).cpu(), mask)
+        return confusion.scores()
+
+    @torch.no_grad()
+    def draw(self, model: nn.Module, images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        """Each image beside its predicted classes, one colour per class (background left clear)."""
+        from torchvision.utils import draw_segmentation_masks
+
+        model.eval()
+        mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
+        drawn = []
+        for image in images:
+            pred = self.predict_logits(model, image[None].to(device)).argmax(1)[0].cpu()
+            plain = ((image * std + mean).clamp(0, 1) * 255).to(torch.uint8)
+            classes = torch.arange(1 if self.classes[0] == "background" else 0, len(self.classes))
+            overlay = draw_segmentation_masks(plain, pred[None] == classes[:, None, None], alpha=0.6)
+            drawn.append(torch.cat([plain, overlay], dim=2))
+        return drawn
+
+
+def make_task(recipe: DenseRecipe) -> DenseTask:
+    return DetectionTask(recipe) if recipe.task == "detect" else SegmentationTask(recipe)

@@ -1,0 +1,292 @@
+"""Dense prediction: backbone features, RoIAlign parity, scenes and loaders, one step of each head, runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.ops import MultiScaleRoIAlign
+
+from helpers import needs_fmnist, randomize
+from swinv2 import create_model
+from swinv2.checkpoint import save_weights
+from swinv2.cli import main
+from swinv2.data.scenes import SceneSpec, ensure_scenes
+from swinv2.dense.backbone import SwinV2Backbone, create_backbone
+from swinv2.dense.data import CocoDetectionData, SegmentationFolder, SplitPaths, find_split
+from swinv2.dense.detection import build_detector
+from swinv2.dense.engine import fit_dense, load_run
+from swinv2.dense.recipe import DenseRecipe
+from swinv2.dense.roi_align import GatherMultiScaleRoIAlign
+from swinv2.dense.segmentation import ConfusionMatrix, Segmenter, slide_inference
+from swinv2.registry import get_config
+
+SMALL = {"embed_dim": 16, "num_heads": (1, 2, 2, 4), "depths": (2, 2, 2, 2), "cpb_hidden": 16}
+
+
+def small_backbone(**overrides) -> SwinV2Backbone:
+    return create_backbone("swinv2_femto_window8_128", **{**SMALL, **overrides})
+
+
+@pytest.mark.parametrize("size", [(128, 128), (67, 45), (33, 101)])
+def test_backbone_features_at_strides_4_to_32_for_any_size(size):
+    backbone = small_backbone().eval()
+    features = backbone(torch.randn(2, 3, *size))
+    assert list(features) == ["stage1", "stage2", "stage3", "stage4"]
+    assert backbone.strides == [4, 8, 16, 32] and backbone.out_channels == [16, 32, 64, 128]
+    h, w = -(-size[0] // 4), -(-size[1] // 4)
+    for f, c in zip(features.values(), backbone.out_channels):
+        assert f.shape == (2, c, h, w)
+        h, w = -(-h // 2), -(-w // 2)
+
+
+def test_backbone_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        small_backbone()(torch.randn(2, 1, 64, 64))
+    with pytest.raises(ValueError, match="out_indices"):
+        SwinV2Backbone(get_config("swinv2_femto_window8_128", **SMALL), out_indices=(0, 4))
+
+
+def test_backbone_loads_a_classifier_at_another_window(tmp_path):
+    """Stage outputs of the loaded backbone are the classifier's (before the per-stage norms), at a new
+    window too: Log-CPB is rebuilt from the file's pretrained windows, not retrained."""
+    classifier = randomize(create_model("swinv2_femto_window8_128", **SMALL))
+    path = tmp_path / "cls.safetensors"
+    save_weights(classifier, path)
+    backbone = create_backbone("swinv2_femto_window8_128", pretrained=path, **SMALL, window_size=8)
+    assert backbone.load_report.clean, backbone.load_report.summary()
+    assert {k.split(".")[0] for k in backbone.load_report.ignored} == {"norm", "head"}
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        ref = classifier.eval().forward_intermediates(x, intermediates_only=True)
+        ours = backbone.eval()(x)
+    for r, o, c in zip(ref, ours.values(), backbone.out_channels):
+        expected = F.layer_norm(r.permute(0, 2, 3, 1), (c,)).permute(0, 3, 1, 2)
+        diff = (expected - o).abs()
+        print(f"stage {c} ch: max |diff| {diff.max():.2e}  mean {diff.mean():.2e}")
+        assert diff.max() < 1e-4
+    # a larger window changes the attention but the same weights still load
+    wide = create_backbone("swinv2_femto_window8_128", pretrained=path, **SMALL, window_size=16)
+    assert wide.load_report.clean and wide.cfg.pretrained_window_sizes == (8, 8, 8, 4)
+
+
+@pytest.mark.parametrize(("ratio", "size"), [(1, 7), (2, 7), (2, 14)])
+def test_gather_roi_align_matches_torchvision(ratio, size):
+    names = ["0", "1", "2", "3"]
+    feats = {
+        n: torch.randn(2, 8, 32 >> i, 40 >> i, dtype=torch.float64, requires_grad=True) for i, n in enumerate(names)
+    }
+    boxes = []
+    for _ in range(2):
+        xy = torch.rand(40, 2, dtype=torch.float64) * torch.tensor([160.0, 128.0]) - 4
+        boxes.append(torch.cat([xy, xy + torch.rand(40, 2, dtype=torch.float64) * 120 + 0.3], 1))
+    shapes = [(128, 160), (120, 150)]
+    ref = MultiScaleRoIAlign(names, size, ratio)(feats, boxes, shapes)
+    ours = GatherMultiScaleRoIAlign(names, size, ratio, always_gather=True)(feats, boxes, shapes)
+    grad = torch.randn_like(ref)
+    kw = {"allow_unused": True, "materialize_grads": True}
+    g_ref = torch.autograd.grad((ref * grad).sum(), list(feats.values()), **kw)
+    g_ours = torch.autograd.grad((ours * grad).sum(), list(feats.values()), **kw)
+    assert (ref - ours).abs().max() < 1e-10
+    assert max((a - b).abs().max() for a, b in zip(g_ref, g_ours)) < 1e-10
+
+
+# ---------------------------------------------------------------------------------------------- data
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    if needs_fmnist.args[0]:  # the skipif condition: the files are missing
+        pytest.skip("Fashion-MNIST IDX files not installed")
+    spec = SceneSpec(size=64, train_scenes=8, test_scenes=4, min_items=2, max_items=3, max_scale=1.5)
+    return ensure_scenes(tmp_path_factory.mktemp("scenes"), spec)
+
+
+@needs_fmnist
+def test_scenes_are_deterministic_and_consistent(scenes, tmp_path):
+    again = ensure_scenes(
+        tmp_path / "again", SceneSpec(size=64, train_scenes=8, test_scenes=4, max_items=3, max_scale=1.5)
+    )
+    for rel in ("train/instances.json", "test/images/000003.png", "train/masks/000005.png"):
+        assert (scenes / rel).read_bytes() == (again / rel).read_bytes()
+    data = CocoDetectionData(find_split(scenes, "train", "detect"))
+    assert data.classes[0] == "T-shirt/top" and len(data) == 8
+    for i in range(len(data)):
+        image, target = data[i]
+        semantic = np.array(Image.open(scenes / "train" / "masks" / f"{i:06d}.png"))
+        assert image.shape == (3, 64, 64) and image.dtype == torch.float32
+        assert 1 <= len(target["labels"]) <= 3  # an item finding no free spot is left out
+        for box, label, mask in zip(target["boxes"], target["labels"], target["masks"]):
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            assert (semantic[mask.numpy().astype(bool)] == int(label)).all()  # mask value k + 1 = label k + 1
+            assert image[0][mask.bool()].min() > 0  # instance pixels are the item's bright pixels
+
+
+def test_segmentation_folder_converts_images_and_checks_masks(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    arrays = {
+        "grey": Image.fromarray(np.full((10, 12), 200, np.uint8)),
+        "rgba": Image.fromarray(np.full((10, 12, 4), 100, np.uint8), "RGBA"),
+        "deep": Image.fromarray(np.full((10, 12), 40000, np.uint16)),
+    }
+    for name, img in arrays.items():
+        img.save(images / f"{name}.png")
+        Image.fromarray(np.arange(120, dtype=np.uint8).reshape(10, 12) % 3).save(masks / f"{name}.png")
+    data = SegmentationFolder(SplitPaths(images, masks))
+    for image, mask in (data[i] for i in range(len(data))):
+        assert image.shape == (3, 10, 12) and image.dtype == torch.uint8 and mask.shape == (10, 12)
+    assert data[0][0].max() == 255  # 16-bit scaled to 8 bits
+    reduced = SegmentationFolder(SplitPaths(images, masks), reduce_zero_label=True)
+    assert set(reduced[0][1].unique().tolist()) == {0, 1, 255}
+    (images / "orphan.png").write_bytes((images / "grey.png").read_bytes())
+    with pytest.raises(ValueError, match="no mask"):
+        SegmentationFolder(SplitPaths(images, masks))
+
+
+def test_find_split_names_what_it_looked_for(tmp_path):
+    (tmp_path / "images" / "training").mkdir(parents=True)
+    (tmp_path / "annotations" / "training").mkdir(parents=True)
+    assert find_split(tmp_path, "train", "segment").images == tmp_path / "images" / "training"  # ADE20K layout
+    with pytest.raises(FileNotFoundError, match=r"instances\.json"):
+        find_split(tmp_path, "train", "detect")
+
+
+# ------------------------------------------------------------------------------------------- heads
+@pytest.mark.parametrize("kind", ["mask_rcnn", "faster_rcnn"])
+def test_detector_training_step_and_inference(kind):
+    torch.manual_seed(0)
+    model = build_detector(
+        small_backbone(),
+        3,
+        kind,
+        min_size=64,
+        max_size=128,
+        fpn_channels=16,
+        anchor_sizes=(8, 16, 32, 64, 128),
+        box_head_dim=32,
+        mask_head_dim=8,
+        roi_sampling=1,
+    )
+    masks = torch.zeros(2, 64, 64, dtype=torch.uint8)
+    masks[0, 5:20, 8:30] = 1
+    masks[1, 30:60, 30:50] = 1
+    targets = [
+        {"boxes": torch.tensor([[8.0, 5, 30, 20], [30, 30, 50, 60]]), "labels": torch.tensor([1, 3]), "masks": masks}
+    ]
+    images = [torch.rand(3, 64, 64)]
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    losses = model(images, targets)
+    assert ("loss_mask" in losses) == (kind == "mask_rcnn")
+    sum(losses.values()).backward()
+    assert model.backbone.body.patch_embed.proj.weight.grad.abs().sum() > 0  # reaches the backbone
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 70, 90)])[0]
+    assert out["boxes"].shape[1] == 4 and (out["boxes"][:, 2] <= 90).all()
+
+
+def test_upernet_training_step_and_sliding_inference():
+    model = Segmenter(small_backbone(), num_classes=4, channels=16)
+    images, masks = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    masks[0, :4] = 255
+    logits = model(images)
+    assert logits.shape == (2, 4, 64, 64)
+    F.cross_entropy(logits, masks, ignore_index=255).backward()
+    assert model.backbone.patch_embed.proj.weight.grad.abs().sum() > 0
+    model.eval()
+    big = torch.randn(1, 3, 100, 130)
+    with torch.no_grad():
+        whole = model(big[:, :, :64, :64])
+        slid = slide_inference(model, big, crop=64, stride=42)
+        single = slide_inference(model, big[:, :, :64, :64], crop=64, stride=42)
+    assert slid.shape == (1, 4, 100, 130)
+    assert torch.allclose(single, whole, atol=1e-6)
+
+
+def test_confusion_matrix_miou():
+    cm = ConfusionMatrix(3)
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 0, 1]])
+    cm.update(pred, target)
+    # class 0: tp 1, fp 1, fn 1 -> 1/3; class 1: tp 2, fp 1 -> 2/3; class 2: tp 1, fn 1 -> 1/2
+    assert cm.scores()["miou"] == pytest.approx(100 * (1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert cm.scores()["pixel_acc"] == pytest.approx(100 * 4 / 6)
+    with pytest.raises(ValueError, match="mask values"):
+        cm.update(pred, torch.full_like(target, 7))
+
+
+# -------------------------------------------------------------------------------------------- runs
+def _recipe(task: str, scenes, tmp_path, **kw) -> DenseRecipe:
+    return DenseRecipe(
+        task=task,
+        data=str(scenes),
+        img_size=64,
+        batch_size=4,
+        epochs=2,
+        fpn_channels=16,
+        box_head_dim=32,
+        mask_head_dim=8,
+        head_channels=16,
+        anchor_sizes=(8, 16, 32, 64, 128),
+        output=str(tmp_path / task),
+        pictures=2,
+        **kw,
+    )
+
+
+@needs_fmnist
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_dense_run_folder_resume_and_2x_test(task, scenes, tmp_path):
+    recipe = _recipe(task, scenes, tmp_path)
+    assert fit_dense(recipe, stop_after=1, progress=False) is None
+    resumed = fit_dense(DenseRecipe.load(tmp_path / task / "config.json"), resume=True, progress=False)
+    straight = fit_dense(_recipe(task, scenes, tmp_path / "b"), progress=False)
+    metric = "map50" if task == "detect" else "miou"
+    assert resumed[metric] == pytest.approx(straight[metric], abs=1e-9)
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-6)
+    run_dir = tmp_path / task
+    for name in ("summary.json", "metrics.jsonl", "curves.png", "predictions.png", "model.safetensors"):
+        assert (run_dir / name).is_file(), name
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    run = load_run(run_dir, test_size=128, test_window=16)
+    assert run.task._backbone(run.model).cfg.window_size == 16
+    assert 0 <= run.evaluate()[metric] <= 100
+
+
+@needs_fmnist
+def test_cli_train_eval_predict(scenes, tmp_path, capsys):
+    out = tmp_path / "seg"
+    args = [
+        "segment",
+        "train",
+        "--data",
+        str(scenes),
+        "--img-size",
+        "64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--head-channels",
+        "8",
+        "--output",
+        str(out),
+        "--no-progress",
+        "--pictures",
+        "1",
+    ]
+    assert main(args) == 0
+    assert json.loads((out / "summary.json").read_text())["miou"] >= 0
+    assert main(["segment", "eval", str(out), "--test-size", "128", "--slide", "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["test_size"] == 128
+    image = scenes / "test" / "images" / "000000.png"
+    assert main(["segment", "predict", str(out), str(image), "--output", str(tmp_path / "pics")]) == 0
+    assert (tmp_path / "pics" / "000000_segment.png").is_file()
+    assert main(["detect", "eval", str(tmp_path / "missing")]) == 2
+    assert "no run recipe" in capsys.readouterr().err
