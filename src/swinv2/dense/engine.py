@@ -17,23 +17,20 @@ from tqdm import tqdm
 
 from ..checkpoint import read_checkpoint, save_weights
 from ..train.loop import autocast, prepare_run_dir, resolve_device
-from ..train.optim import WarmupCosine
-from ..train.state import CHECKPOINT, append_metrics, atomic_torch_save, read_metrics, seed_everything, write_json
+from ..train.optim import WarmupCosine, build_optimizer
+from ..train.state import (
+    CHECKPOINT,
+    append_metrics,
+    atomic_torch_save,
+    plot_curves,
+    read_metrics,
+    seed_everything,
+    write_json,
+)
 from .recipe import DenseRecipe
 from .tasks import MEAN, STD, DenseTask, make_task
 
 log = logging.getLogger("swinv2")
-NO_DECAY_KEYWORDS = ("logit_scale", "rel_pos.")  # SwinV2's temperatures and position-bias networks
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no decay for 1-D parameters (norms, biases), temperatures and position-bias MLPs."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            skip = p.ndim <= 1 or any(k in name for k in NO_DECAY_KEYWORDS)
-            (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class DenseRun:
@@ -44,8 +41,8 @@ class DenseRun:
         self.task: DenseTask = make_task(recipe)
         self.train_set, self.val_set = self.task.datasets()
         self.model = self.task.build_model().to(device)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, recipe.weight_decay), lr=recipe.lr)
-        self.steps_per_epoch = -(-len(self.train_set) // recipe.batch_size)
+        self.optimizer = build_optimizer(self.model, recipe.lr, recipe.weight_decay)
+        self.steps_per_epoch = len(self.loader(self.train_set, train=True))
         self.scheduler = WarmupCosine(
             self.optimizer,
             recipe.lr,
@@ -174,7 +171,7 @@ def finish(run: DenseRun, run_dir: Path, wall_start: float) -> dict:
         "params": sum(p.numel() for p in run.model.parameters()),
     }
     write_json(run_dir / "summary.json", summary)
-    plot_dense_curves(run_dir, run.task.main_metric)
+    plot_curves(run_dir, run.task.metrics)
     draw_predictions(run, run_dir / "predictions.png")
     metric = run.task.main_metric
     print(f"done: {metric} {summary[metric]:.2f}  in {summary['train_seconds']:.0f}s of training -> {run_dir}")
@@ -192,28 +189,6 @@ def draw_predictions(run: DenseRun, path: Path, count: int | None = None) -> Pat
     with autocast(run.device, run.recipe.amp):
         drawn = run.task.draw(run.model, images, run.device)
     save_image([d.float() / 255 for d in drawn], path, nrow=4, padding=2, pad_value=1.0)
-    return path
-
-
-def plot_dense_curves(run_dir: Path, metric: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(run_dir)
-    epochs = [r["epoch"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o")
-    ax1.set(xlabel="epoch", ylabel="train loss", title="training loss")
-    ax2.plot(epochs, [r[metric] for r in rows], marker="o")
-    ax2.set(xlabel="epoch", ylabel=f"{metric} (%)", title=f"evaluation {metric}")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = run_dir / "curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

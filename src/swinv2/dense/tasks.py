@@ -34,7 +34,8 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class DenseTask:
     """Base: the data root and the backbone every task builds on."""
 
-    main_metric = ""
+    main_metric = ""  # printed each epoch
+    metrics: tuple[str, ...] = ()  # plotted
 
     def __init__(self, recipe: DenseRecipe):
         self.recipe = recipe
@@ -61,6 +62,7 @@ class DenseTask:
 
 class DetectionTask(DenseTask):
     main_metric = "map50"
+    metrics = ("map50", "map")
 
     def datasets(self) -> tuple[Dataset, Dataset]:
         r = self.recipe
@@ -126,23 +128,27 @@ class DetectionTask(DenseTask):
         drawn = []
         for image, out in zip(images, model([im.to(device) for im in images])):
             keep = out["scores"] >= 0.5
-            canvas = (image * 255).to(torch.uint8)
+            factor = enlargement(image)  # small images are drawn larger, so that the labels stay legible
+            canvas = enlarge((image * 255).to(torch.uint8), factor)
             if "masks" in out and keep.any():
-                canvas = draw_segmentation_masks(canvas, out["masks"][keep, 0].cpu() > 0.5, alpha=0.4)
+                masks = enlarge(out["masks"][keep, 0].cpu() > 0.5, factor)
+                canvas = draw_segmentation_masks(canvas, masks, alpha=0.4)
             names = [f"{self.classes[int(c) - 1]} {s:.2f}" for c, s in zip(out["labels"][keep], out["scores"][keep])]
-            drawn.append(draw_bounding_boxes(canvas, out["boxes"][keep].cpu(), names, colors="yellow", width=1))
+            boxes = out["boxes"][keep].float().cpu() * factor
+            drawn.append(draw_bounding_boxes(canvas, boxes, names, colors="yellow", width=1))
         return drawn
 
 
 class SegmentationTask(DenseTask):
     main_metric = "miou"
+    metrics = ("miou", "pixel_acc")
 
     def datasets(self) -> tuple[Dataset, Dataset]:
         r = self.recipe
         size = r.img_size
         train = SegmentationFolder(
             find_split(self.root, "train", "segment"),
-            segmentation_transforms(True, size, MEAN, STD),
+            segmentation_transforms(True, size, MEAN, STD, r.rescale),
             r.reduce_zero_label,
         )
         val = SegmentationFolder(
@@ -202,11 +208,23 @@ class SegmentationTask(DenseTask):
         drawn = []
         for image in images:
             pred = self.predict_logits(model, image[None].to(device)).argmax(1)[0].cpu()
-            plain = ((image * std + mean).clamp(0, 1) * 255).to(torch.uint8)
+            factor = enlargement(image)
+            plain = enlarge(((image * std + mean).clamp(0, 1) * 255).to(torch.uint8), factor)
+            pred = enlarge(pred, factor)
             classes = torch.arange(1 if self.classes[0] == "background" else 0, len(self.classes))
             overlay = draw_segmentation_masks(plain, pred[None] == classes[:, None, None], alpha=0.6)
             drawn.append(torch.cat([plain, overlay], dim=2))
         return drawn
+
+
+def enlargement(image: torch.Tensor, side: int = 256) -> int:
+    """Integer factor that brings an image's shorter side to about ``side`` pixels (1 for large images)."""
+    return max(1, round(side / min(image.shape[-2:])))
+
+
+def enlarge(t: torch.Tensor, factor: int) -> torch.Tensor:
+    """Nearest-neighbour enlargement of the last two axes (pixels stay sharp, labels and masks exact)."""
+    return t if factor == 1 else t.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
 
 
 def make_task(recipe: DenseRecipe) -> DenseTask:

@@ -25,9 +25,15 @@ def layer_id(name: str, depths: tuple[int, ...]) -> int:
 
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
-    """AdamW groups: no decay for 1-D params, biases and ``model.no_weight_decay()``; lr scale
-    ``layer_decay ** (L + 1 - layer_id)`` per depth when ``layer_decay < 1``."""
-    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    """AdamW groups: no decay for 1-D params, biases and what ``no_weight_decay()`` names, on the model or
+    on any submodule (a backbone inside a detector); lr scale ``layer_decay ** (L + 1 - layer_id)`` per
+    depth when ``layer_decay < 1``."""
+    skip = {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules()
+        if callable(getattr(module, "no_weight_decay", None))
+        for name in module.no_weight_decay()
+    }
     depths = tuple(model.cfg.depths) if hasattr(model, "cfg") else (0,)
     num_layers = sum(depths)
     groups: dict[tuple[int, bool], dict] = {}

@@ -19,8 +19,28 @@ AMP_MODES = ("none", "bf16", "fp16")
 STRATEGIES = ("single", "ddp", "zero", "fsdp")  # see swinv2.train.distributed
 
 
+class RecipeFile:
+    """JSON round trip of a recipe dataclass: what a run folder's ``config.json`` holds."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """The recipe saved at ``path``; fields this version does not know are skipped."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no run recipe at {path}")
+        data = json.loads(path.read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 @dataclass
-class TrainRecipe:
+class TrainRecipe(RecipeFile):
     # model
     model: str = "swinv2_pico_window7_28"
     model_overrides: dict = field(default_factory=dict)
@@ -104,15 +124,3 @@ class TrainRecipe:
     @property
     def scaled_lr(self) -> float:
         return self.lr * self.effective_batch / 512
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainRecipe:
-        data = json.loads(Path(path).read_text())
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})

@@ -63,8 +63,8 @@ def write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def plot_curves(run_dir: Path) -> Path | None:
-    """``curves.png``: train loss and top-1 per epoch."""
+def plot_curves(run_dir: Path, metrics: tuple[str, ...] = ("top1", "top5")) -> Path | None:
+    """``curves.png``: train loss and the evaluation ``metrics`` (percent) per epoch."""
     rows = read_metrics(run_dir)
     if not rows:
         return None
@@ -77,9 +77,9 @@ def plot_curves(run_dir: Path) -> Path | None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax1.plot(epochs, [r["train_loss"] for r in rows], marker="o")
     ax1.set(xlabel="epoch", ylabel="train loss", title="training loss")
-    ax2.plot(epochs, [r["top1"] for r in rows], marker="o", label="top-1")
-    ax2.plot(epochs, [r["top5"] for r in rows], marker="s", label="top-5")
-    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="evaluation accuracy")
+    for metric, marker in zip(metrics, "os^v"):
+        ax2.plot(epochs, [r[metric] for r in rows], marker=marker, label=metric)
+    ax2.set(xlabel="epoch", ylabel="percent", title="evaluation")
     ax2.legend()
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
