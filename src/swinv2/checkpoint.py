@@ -107,7 +107,7 @@ def _adapt(key: str, value: torch.Tensor, target: torch.Tensor, report: LoadRepo
     if key == "patch_embed.proj.weight" and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
         c_old, c_new = value.shape[1], target.shape[1]
         # Same response to a grey image whichever way the channels go (timm's input-conv adaptation).
-        adapted = value.sum(1, keepdim=True).repeat(1, c_new, 1, 1) / c_new
+        adapted = value.sum(1, keepdim=True).repeat(1, c_new, *(1,) * (value.dim() - 2)) / c_new
         report.adapted.append(f"{key} ({c_old} -> {c_new} input channels)")
         return adapted
     return None

@@ -405,8 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_plan)
 
     from .cli_dense import add_dense_commands
+    from .cli_video import add_video_commands
 
     add_dense_commands(sub)
+    add_video_commands(sub)
     return parser
 
 

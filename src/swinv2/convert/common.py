@@ -64,3 +64,16 @@ BLOCK_RULES = [
     (r"\.attn\.(cpb_mlp|rpe_mlp)\.", ".attn.rel_pos.mlp."),
     (r"\.attn\.relative_position_bias_table$", ".attn.rel_pos.table"),
 ]
+
+
+def split_qkv_bias(sd: StateDict) -> StateDict:
+    """One fused ``attn.qkv.bias`` -> ``attn.q_bias`` and ``attn.v_bias`` (a key bias cancels in the softmax)."""
+    out = {}
+    for key, value in sd.items():
+        if key.endswith(".attn.qkv.bias"):
+            dim = value.shape[0] // 3
+            base = key.removesuffix("qkv.bias")
+            out[base + "q_bias"], out[base + "v_bias"] = value[:dim], value[2 * dim :]
+        else:
+            out[key] = value
+    return out

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import re
 
-from .common import StateDict, drop_buffers, rename
+from .common import StateDict, drop_buffers, rename, split_qkv_bias
+
+# torchvision's MLP (Sequential: Linear, GELU, Dropout, Linear, Dropout) and head names, image and video.
+MLP_AND_HEAD = [
+    (r"(blocks\.\d+)\.mlp\.0\.", r"\1.mlp.fc1."),
+    (r"(blocks\.\d+)\.mlp\.3\.", r"\1.mlp.fc2."),
+    (r"^head\.(weight|bias)$", r"head.fc.\1"),
+]
 
 
 def _move(key: str) -> str:
@@ -27,19 +34,5 @@ def _move(key: str) -> str:
 
 
 def from_torchvision(sd: StateDict) -> StateDict:
-    out = {}
-    for key, value in drop_buffers(sd).items():
-        key = _move(key)
-        if key.endswith(".attn.qkv.bias"):
-            dim = value.shape[0] // 3
-            base = key.removesuffix("qkv.bias")
-            out[base + "q_bias"], out[base + "v_bias"] = value[:dim], value[2 * dim :]
-            continue
-        out[key] = value
-    rules = [
-        (r"\.attn\.cpb_mlp\.", ".attn.rel_pos.mlp."),
-        (r"(blocks\.\d+)\.mlp\.0\.", r"\1.mlp.fc1."),
-        (r"(blocks\.\d+)\.mlp\.3\.", r"\1.mlp.fc2."),
-        (r"^head\.(weight|bias)$", r"head.fc.\1"),
-    ]
-    return rename(out, rules)
+    out = split_qkv_bias({_move(k): v for k, v in drop_buffers(sd).items()})
+    return rename(out, [(r"\.attn\.cpb_mlp\.", ".attn.rel_pos.mlp."), *MLP_AND_HEAD])

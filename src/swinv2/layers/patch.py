@@ -29,13 +29,17 @@ class PatchEmbed(nn.Module):
 
 
 class PatchMerging(nn.Module):
-    """SwinV2 merging: concatenate each 2x2 neighbourhood, ``Linear(4C, 2C)``, then LayerNorm (V2 order)."""
+    """SwinV2 merging: concatenate each 2x2 neighbourhood, ``Linear(4C, 2C)``, then LayerNorm (V2 order).
 
-    def __init__(self, dim: int, out_dim: int | None = None):
+    ``norm_first`` normalises the concatenation before the linear layer instead (Swin V1's order).
+    """
+
+    def __init__(self, dim: int, out_dim: int | None = None, norm_first: bool = False):
         super().__init__()
         self.out_dim = out_dim or 2 * dim
+        self.norm_first = norm_first
         self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False)
-        self.norm = nn.LayerNorm(self.out_dim)
+        self.norm = nn.LayerNorm(4 * dim if norm_first else self.out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, h, w, _ = x.shape
@@ -43,4 +47,6 @@ class PatchMerging(nn.Module):
             x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
         # The order (0,0), (1,0), (0,1), (1,1) of (row, col) offsets is what every released checkpoint uses.
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        if self.norm_first:
+            return self.reduction(self.norm(x))
         return self.norm(self.reduction(x))  # (B, H/2, W/2, 2C)

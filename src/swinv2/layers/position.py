@@ -17,35 +17,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Window = tuple[int, int]
+Window = tuple[int, ...]  # (h, w) for images, (t, h, w) for video
 
 
 def relative_position_index(window: Window, device: torch.device | None = None) -> torch.Tensor:
-    """Index ``(N, N)`` into a ``(2wh - 1) * (2ww - 1)`` table of offsets, for the N tokens of a window."""
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(window[0], device=device), torch.arange(window[1], device=device), indexing="ij")
-    ).flatten(1)  # (2, N)
-    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N), offsets in [-(w - 1), w - 1]
-    return (rel[0] + window[0] - 1) * (2 * window[1] - 1) + (rel[1] + window[1] - 1)
+    """Index ``(N, N)`` into a table of ``prod(2w - 1)`` offsets, for the N tokens of a window (2-D or 3-D)."""
+    axes = [torch.arange(w, device=device) for w in window]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij")).flatten(1)  # (D, N)
+    rel = coords[:, :, None] - coords[:, None, :]  # (D, N, N), offsets in [-(w - 1), w - 1]
+    index = torch.zeros_like(rel[0])
+    for offsets, w in zip(rel, window):  # mixed radix, first axis most significant
+        index = index * (2 * w - 1) + offsets + w - 1
+    return index
 
 
 def relative_coords_table(
     window: Window, pretrained_window: Window, log_spaced: bool = True, device: torch.device | None = None
 ) -> torch.Tensor:
-    """Normalised offsets ``((2wh - 1) * (2ww - 1), 2)`` fed to the CPB meta network.
+    """Normalised offsets ``(prod(2w - 1), D)`` fed to the CPB meta network (D = 2 axes, or 3 for video).
 
     Offsets are divided by ``pretrained_window - 1`` so that a model fine-tuned at a larger window sees
     the same coordinates for the same offsets it was trained on; a window of 1 has no offsets to scale
     (the official code divides by zero there), so the divisor is kept at least 1.
     """
     axes = [torch.arange(-(w - 1), w, dtype=torch.float32, device=device) for w in window]
-    table = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (2wh - 1, 2ww - 1, 2)
+    table = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (2wh - 1, 2ww - 1, D)
     divisor = torch.tensor([max(p - 1, 1) for p in pretrained_window], dtype=torch.float32, device=device)
     table = table / divisor
     if log_spaced:
         table = table * 8
         table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
-    return table.flatten(0, 1)
+    return table.flatten(0, -2)
 
 
 class ContinuousPositionBias(nn.Module):
@@ -57,7 +59,9 @@ class ContinuousPositionBias(nn.Module):
         self.pretrained_window = tuple(pretrained_window)
         self.log_spaced = log_spaced
         self.mlp = nn.Sequential(
-            nn.Linear(2, hidden, bias=True), nn.ReLU(inplace=True), nn.Linear(hidden, num_heads, bias=False)
+            nn.Linear(len(self.pretrained_window), hidden, bias=True),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_heads, bias=False),
         )
         self._geometry: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -73,7 +77,7 @@ class ContinuousPositionBias(nn.Module):
         weight = self.mlp[0].weight
         coords, index = self._coords_and_index(tuple(window), weight.device)
         table = 16 * torch.sigmoid(self.mlp(coords.to(weight.dtype)))  # (offsets, heads)
-        n = window[0] * window[1]
+        n = math.prod(window)
         return table[index].view(n, n, self.num_heads).permute(2, 0, 1)  # (heads, N, N)
 
     def extra_repr(self) -> str:
@@ -81,23 +85,25 @@ class ContinuousPositionBias(nn.Module):
 
 
 def resize_position_table(table: torch.Tensor, old_window: Window, new_window: Window) -> torch.Tensor:
-    """Bicubic resize of a ``((2wh - 1) * (2ww - 1), heads)`` table to another window (Swin V1 transfer)."""
+    """Resize a ``(prod(2w - 1), heads)`` table to another window: bicubic in 2-D (Swin V1 transfer),
+    trilinear in 3-D."""
     if tuple(old_window) == tuple(new_window):
         return table
     heads = table.shape[1]
-    old = (2 * old_window[0] - 1, 2 * old_window[1] - 1)
-    new = (2 * new_window[0] - 1, 2 * new_window[1] - 1)
+    old = tuple(2 * w - 1 for w in old_window)
+    new = tuple(2 * w - 1 for w in new_window)
+    mode = "bicubic" if len(old) == 2 else "trilinear"
     grid = table.T.reshape(1, heads, *old)  # (1, heads, 2wh - 1, 2ww - 1)
-    grid = F.interpolate(grid.float(), size=new, mode="bicubic", align_corners=False).to(table.dtype)
+    grid = F.interpolate(grid.float(), size=new, mode=mode, align_corners=False).to(table.dtype)
     return grid.reshape(heads, -1).T
 
 
 def _crop_position_table(table: torch.Tensor, old_window: Window, new_window: Window) -> torch.Tensor:
     """The offsets of a smaller window are a centred sub-grid of a larger window's table: take them."""
     heads = table.shape[1]
-    grid = table.view(2 * old_window[0] - 1, 2 * old_window[1] - 1, heads)
-    dh, dw = old_window[0] - new_window[0], old_window[1] - new_window[1]
-    return grid[dh : grid.shape[0] - dh, dw : grid.shape[1] - dw].reshape(-1, heads)
+    grid = table.view(*(2 * w - 1 for w in old_window), heads)
+    crop = tuple(slice(o - n, (2 * o - 1) - (o - n)) for o, n in zip(old_window, new_window))
+    return grid[crop].reshape(-1, heads)
 
 
 class RelativePositionTable(nn.Module):
@@ -107,7 +113,7 @@ class RelativePositionTable(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.window = tuple(window)
-        self.table = nn.Parameter(torch.empty((2 * window[0] - 1) * (2 * window[1] - 1), num_heads))
+        self.table = nn.Parameter(torch.empty(math.prod(2 * w - 1 for w in window), num_heads))
         self.reset_parameters()
         self._index: dict[tuple, torch.Tensor] = {}
 
@@ -125,13 +131,13 @@ class RelativePositionTable(nn.Module):
         window = tuple(window)
         table = self.table
         if window != self.window:
-            smaller = window[0] <= self.window[0] and window[1] <= self.window[1]
+            smaller = all(n <= o for n, o in zip(window, self.window))
             table = (_crop_position_table if smaller else resize_position_table)(table, self.window, window)
         key = (window, table.device)
         if key not in self._index:
             with torch.inference_mode(False):  # cached: must stay usable by a later training pass
                 self._index[key] = relative_position_index(window, device=table.device).flatten()
-        n = window[0] * window[1]
+        n = math.prod(window)
         return table[self._index[key]].view(n, n, self.num_heads).permute(2, 0, 1)
 
     def extra_repr(self) -> str:

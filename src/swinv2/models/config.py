@@ -20,6 +20,32 @@ def to_pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
+def check_stages(cfg) -> None:
+    """One depth, head count and pretrained window per stage; every stage's width divisible by its heads."""
+    n = len(cfg.depths)
+    if n == 0 or len(cfg.num_heads) != n or len(cfg.pretrained_window_sizes) != n:
+        raise ValueError(
+            f"depths, num_heads and pretrained_window_sizes need one entry per stage; got "
+            f"{cfg.depths}, {cfg.num_heads}, {cfg.pretrained_window_sizes}"
+        )
+    for i, heads in enumerate(cfg.num_heads):
+        if (cfg.embed_dim * 2**i) % heads:
+            raise ValueError(f"stage {i}: width {cfg.embed_dim * 2**i} is not divisible by {heads} heads")
+
+
+def check_choices(cfg, **extra: tuple[str, tuple[str, ...]]) -> None:
+    """The ablation switches (and ``extra`` ones, ``field=(value, allowed)``) take known values."""
+    choices = {
+        "norm": (cfg.norm, NORM_PLACEMENTS),
+        "attention": (cfg.attention, ATTENTION_TYPES),
+        "position_bias": (cfg.position_bias, POSITION_BIASES),
+        **extra,
+    }
+    for field, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{field} must be one of {allowed}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class SwinV2Config:
     """Everything that defines the network (nothing about training).
@@ -65,26 +91,12 @@ class SwinV2Config:
         self._validate()
 
     def _validate(self) -> None:
-        n = len(self.depths)
-        if n == 0 or len(self.num_heads) != n or len(self.pretrained_window_sizes) != n:
-            raise ValueError(
-                f"depths, num_heads and pretrained_window_sizes need one entry per stage; got "
-                f"{self.depths}, {self.num_heads}, {self.pretrained_window_sizes}"
-            )
-        for i, heads in enumerate(self.num_heads):
-            if (self.embed_dim * 2**i) % heads:
-                raise ValueError(f"stage {i}: width {self.embed_dim * 2**i} is not divisible by {heads} heads")
+        check_stages(self)
         if min(to_pair(self.window_size)) < 1 or min(to_pair(self.img_size)) < 1 or self.patch_size < 1:
             raise ValueError("img_size, window_size and patch_size must be >= 1")
         if any(min(to_pair(p)) < 0 for p in self.pretrained_window_sizes):
             raise ValueError(f"pretrained_window_sizes must be >= 0, got {self.pretrained_window_sizes}")
-        for field, value, allowed in (
-            ("norm", self.norm, NORM_PLACEMENTS),
-            ("attention", self.attention, ATTENTION_TYPES),
-            ("position_bias", self.position_bias, POSITION_BIASES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{field} must be one of {allowed}, got {value!r}")
+        check_choices(self)
 
     @property
     def num_features(self) -> int:

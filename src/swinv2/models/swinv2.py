@@ -176,30 +176,16 @@ def resolve_windows(cfg: SwinV2Config) -> tuple[list[Window], list[Window]]:
     return used, pretrained
 
 
-class SwinV2(nn.Module):
-    """SwinV2 image classifier: patch embedding, stages, final LayerNorm, average pool, linear head."""
+class SwinV2Base(nn.Module):
+    """What the image and video classifiers share: initialisation, memory savers, weight-decay exclusions,
+    head replacement, and the forward pass over ``patch_embed``, ``stages``, ``norm`` and ``head``.
 
-    def __init__(self, cfg: SwinV2Config):
-        super().__init__()
-        used, pretrained = resolve_windows(cfg)
-        # Keep the resolved pretrained windows in the config so a reloaded or resized model keeps them.
-        self.cfg = cfg.replace(pretrained_window_sizes=tuple(p[0] if p[0] == p[1] else p for p in pretrained))
-        self._pretrained_windows = pretrained
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.embed_dim)
-        self.pos_drop = nn.Dropout(cfg.drop_rate)
-        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()
-        starts = [sum(cfg.depths[:i]) for i in range(len(cfg.depths))]
-        self.stages = nn.ModuleList(
-            SwinV2Stage(cfg, i, to_pair(cfg.window_size), pretrained[i], rates[starts[i] : starts[i] + d])
-            for i, d in enumerate(cfg.depths)
-        )
-        self.num_features = cfg.num_features
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.drop_rate)
-        self._resize_position_tables(used)
-        self.init_weights()
+    Subclasses build those modules and define ``_check_input`` for their input rank.
+    """
 
-    # ----------------------------------------------------------------------------------------- setup
+    cfg: SwinV2Config
+    stages: nn.ModuleList
+
     def init_weights(self) -> None:
         """Official init: truncated-normal linears, then zeroed post-norms (every block starts as identity)."""
         self.apply(_init_module)
@@ -210,29 +196,12 @@ class SwinV2(nn.Module):
                         nn.init.zeros_(norm.weight)
                         nn.init.zeros_(norm.bias)
 
-    def _resize_position_tables(self, windows: list[Window]) -> None:
+    def _resize_position_tables(self, windows: list) -> None:
+        """Re-parameterise V1 tables for these per-stage windows (Log-CPB needs nothing)."""
         for stage, window in zip(self.stages, windows):
             for block in stage.blocks:
                 if isinstance(block.attn.rel_pos, RelativePositionTable):
                     block.attn.rel_pos.resize_(window)
-
-    def set_input_size(
-        self, img_size: int | tuple[int, int] | None = None, window_size: int | tuple[int, int] | None = None
-    ) -> None:
-        """Change the nominal image size and/or window, keeping the pretrained windows (Log-CPB transfer).
-
-        V1 position tables are bicubic-resized to the new windows, as V1 fine-tuning does.
-        """
-        cfg = self.cfg.replace(
-            img_size=self.cfg.img_size if img_size is None else img_size,
-            window_size=self.cfg.window_size if window_size is None else window_size,
-        )
-        used, _ = resolve_windows(cfg)
-        self.cfg = cfg
-        for stage in self.stages:
-            for block in stage.blocks:
-                block.set_window(to_pair(cfg.window_size))
-        self._resize_position_tables(used)
 
     def set_grad_checkpointing(self, enable: bool = True, stages: Iterable[int] | None = None) -> None:
         """Recompute each block's activations in the backward pass instead of storing them; the MLPs also
@@ -286,16 +255,11 @@ class SwinV2(nn.Module):
         self.head.reset(num_classes)
         self.cfg = self.cfg.replace(num_classes=num_classes)
 
-    # --------------------------------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.cfg.in_chans:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected images of shape (B, {self.cfg.in_chans}, H, W), got {shape}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a floating-point image tensor, got dtype {x.dtype}")
+        raise NotImplementedError
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C, H, W)`` -> final normed token map ``(B, H/32, W/32, num_features)``."""
+        """Inputs -> final normed channels-last token map (``(B, H/32, W/32, C)`` for images)."""
         self._check_input(x)
         x = self.pos_drop(self.patch_embed(x))
         for stage in self.stages:
@@ -307,6 +271,56 @@ class SwinV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class SwinV2(SwinV2Base):
+    """SwinV2 image classifier: patch embedding, stages, final LayerNorm, average pool, linear head."""
+
+    def __init__(self, cfg: SwinV2Config):
+        super().__init__()
+        used, pretrained = resolve_windows(cfg)
+        # Keep the resolved pretrained windows in the config so a reloaded or resized model keeps them.
+        self.cfg = cfg.replace(pretrained_window_sizes=tuple(p[0] if p[0] == p[1] else p for p in pretrained))
+        self._pretrained_windows = pretrained
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()
+        starts = [sum(cfg.depths[:i]) for i in range(len(cfg.depths))]
+        self.stages = nn.ModuleList(
+            SwinV2Stage(cfg, i, to_pair(cfg.window_size), pretrained[i], rates[starts[i] : starts[i] + d])
+            for i, d in enumerate(cfg.depths)
+        )
+        self.num_features = cfg.num_features
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.drop_rate)
+        self._resize_position_tables(used)
+        self.init_weights()
+
+    def set_input_size(
+        self, img_size: int | tuple[int, int] | None = None, window_size: int | tuple[int, int] | None = None
+    ) -> None:
+        """Change the nominal image size and/or window, keeping the pretrained windows (Log-CPB transfer).
+
+        V1 position tables are bicubic-resized to the new windows, as V1 fine-tuning does.
+        """
+        cfg = self.cfg.replace(
+            img_size=self.cfg.img_size if img_size is None else img_size,
+            window_size=self.cfg.window_size if window_size is None else window_size,
+        )
+        used, _ = resolve_windows(cfg)
+        self.cfg = cfg
+        for stage in self.stages:
+            for block in stage.blocks:
+                block.set_window(to_pair(cfg.window_size))
+        self._resize_position_tables(used)
+
+    # --------------------------------------------------------------------------------------- forward
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.cfg.in_chans:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected images of shape (B, {self.cfg.in_chans}, H, W), got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected a floating-point image tensor, got dtype {x.dtype}")
 
     def forward_intermediates(
         self, x: torch.Tensor, indices: list[int] | None = None, intermediates_only: bool = False
@@ -327,7 +341,8 @@ class SwinV2(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """Global average pool over the token map, dropout, linear classifier (Identity for 0 classes)."""
+    """Global average pool over the token map (2-D or 3-D), dropout, linear classifier (Identity for 0
+    classes)."""
 
     def __init__(self, in_features: int, num_classes: int, drop: float = 0.0):
         super().__init__()
@@ -341,7 +356,7 @@ class ClassifierHead(nn.Module):
         _init_module(self.fc)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x.mean(dim=(1, 2)))  # (B, H, W, C) -> (B, C)
+        x = self.drop(x.mean(dim=tuple(range(1, x.dim() - 1))))  # (B, H, W, C) or (B, T, H, W, C) -> (B, C)
         return x if pre_logits else self.fc(x)
 
 
@@ -360,4 +375,4 @@ def _init_module(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-__all__ = ["ClassifierHead", "SwinV2", "SwinV2Block", "SwinV2Config", "SwinV2Stage", "resolve_windows"]
+__all__ = ["ClassifierHead", "SwinV2", "SwinV2Base", "SwinV2Block", "SwinV2Config", "SwinV2Stage", "resolve_windows"]

@@ -152,6 +152,10 @@ class Trainer:
     def build_model(self) -> nn.Module:
         return build_model(self.recipe, self.data)
 
+    @staticmethod
+    def build_data(recipe: TrainRecipe) -> ClassificationData:
+        return build_data(recipe)
+
     def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch (already on the device and batch-augmented)."""
         if self.mixer is not None:
@@ -303,7 +307,7 @@ def _fit(
     run_dir = prepare_run_dir(recipe, resume, dist.is_main)
     say = print if dist.is_main else lambda *a, **k: None
     seed_everything(recipe.seed)
-    data = build_data(recipe)
+    data = trainer_class.build_data(recipe)
     trainer = trainer_class(recipe, data, dist.device, dist)
     if resume and dist.load(trainer, run_dir):
         if dist.is_main:

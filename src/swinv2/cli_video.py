@@ -1,0 +1,172 @@
+"""``swinv2 video train|eval|predict``: video action recognition on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+NOT_FOR_VIDEO = ("crop", "hflip", "mixup", "cutmix", "randaugment", "random_erasing", "labels_per_class", "strategy")
+VIDEO_FLAGS = {
+    "num_frames": (int, "frames per clip (default: the model's)"),
+    "frame_stride": (int, "real videos: take every n-th frame"),
+    "test_clips": (int, "real videos: temporal views averaged at test time"),
+    "test_crops": (int, "real videos: spatial views at test time (1 or 3)"),
+}
+
+
+def _flags() -> dict:
+    from .cli import TRAIN_FLAGS
+
+    flags = {k: v for k, v in TRAIN_FLAGS.items() if k not in NOT_FOR_VIDEO}
+    flags["model"] = (str, "video model (default swinv2_video_pico_window4x8_64; see `swinv2 video models`)")
+    flags["data"] = (str, "folder with train.csv and val.csv ('path,label' rows; default: Moving Fashion-MNIST)")
+    flags["pretrained"] = (str, "video checkpoint, or an image SwinV2 checkpoint of this project to inflate")
+    flags["window_size"] = (int, "spatial attention window (the temporal one stays the model's)")
+    return {**flags, **VIDEO_FLAGS}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import fit
+    from .video.train import VideoRecipe, VideoTrainer
+
+    if args.resume:
+        recipe = VideoRecipe.load(Path(args.resume) / "config.json")
+        recipe.output = args.resume
+        if args.epochs is not None:
+            recipe.epochs = args.epochs
+    else:
+        given = {k: getattr(args, k) for k in _flags() if getattr(args, k, None) is not None}
+        if "pretrained_window_sizes" in given:
+            raise ValueError("--pretrained-window-sizes: video checkpoints carry their windows")
+        if "window_size" in given:
+            from .video.registry import get_video_config
+
+            given["window_size"] = (
+                get_video_config(given.get("model", VideoRecipe.model)).window_size[0],
+                given["window_size"],
+            )
+        recipe = VideoRecipe(**given)
+    fit(recipe, resume=bool(args.resume), progress=not args.no_progress, trainer_class=VideoTrainer)
+    return 0
+
+
+def _load_run(run: str, device: str | None):
+    from .checkpoint import read_checkpoint
+    from .train.loop import resolve_device
+    from .video.registry import create_video_model
+    from .video.train import VideoRecipe
+
+    run_dir = Path(run)
+    recipe = VideoRecipe.load(run_dir / "config.json")
+    _, meta = read_checkpoint(run_dir / "model.safetensors")
+    classes = json.loads(meta.get("classes", "[]"))
+    model = create_video_model(
+        recipe.model,
+        pretrained=run_dir / "model.safetensors",
+        strict=True,
+        num_classes=len(classes),
+        in_chans=json.loads(meta["config"])["in_chans"],
+    )
+    return recipe, model.to(resolve_device(device or recipe.device)).eval(), classes
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .train.loop import resolve_device
+    from .video.train import VideoTrainer, evaluate_clips, one_frame
+
+    recipe, model, _ = _load_run(args.run, args.device)
+    for key in ("data", "test_clips", "test_crops", "val_limit"):
+        if getattr(args, key) is not None:
+            setattr(recipe, key, getattr(args, key))
+    if args.window_size is not None:
+        model.set_window((model.cfg.window_size[0], args.window_size, args.window_size))
+    data = VideoTrainer.build_data(recipe)
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(data.val, batch_size=max(1, recipe.batch_size // max(1, recipe.test_clips * recipe.test_crops)))
+    device = resolve_device(args.device or recipe.device)
+    scores = evaluate_clips(model, loader, device, recipe.amp, one_frame if args.single_frame else None)
+    result = {
+        "run": args.run,
+        "views": recipe.test_clips * recipe.test_crops,
+        "single_frame": args.single_frame,
+        **scores,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import read_checkpoint
+    from .video.data import ClipSampling, read_frames, test_views
+
+    recipe, model, classes = _load_run(args.run, args.device)
+    _, meta = read_checkpoint(Path(args.run) / "model.safetensors")
+    device = next(model.parameters()).device
+    size = model.cfg.img_size if isinstance(model.cfg.img_size, int) else model.cfg.img_size[0]
+    norm = {k: tuple(json.loads(meta[k])) for k in ("mean", "std")}  # the run's normalisation
+    sampling = ClipSampling(model.cfg.num_frames, recipe.frame_stride, size, args.clips, 1, **norm)
+    for path in args.videos:
+        views = test_views(read_frames(Path(path)), sampling)
+        with torch.no_grad():
+            probs = model(views.to(device)).softmax(-1).mean(0)
+        top = probs.topk(min(args.topk, len(classes)))
+        print(
+            json.dumps(
+                {
+                    "video": path,
+                    "top": [[classes[i], round(p, 4)] for p, i in zip(top.values.tolist(), top.indices.tolist())],
+                }
+            )
+        )
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    import torch
+
+    from .video.model import VideoSwinV2
+    from .video.registry import VIDEO_MODELS
+
+    for name, cfg in sorted(VIDEO_MODELS.items()):
+        with torch.device("meta"):
+            params = sum(p.numel() for p in VideoSwinV2(cfg).parameters())
+        t, h, w = cfg.window_size
+        print(f"{name:<36} {params / 1e6:>8.2f}M  {cfg.num_frames} x {cfg.img_size} px  window {t}x{h}x{w}")
+    return 0
+
+
+def add_video_commands(sub) -> None:
+    top = sub.add_parser("video", help="video SwinV2: action recognition (Moving Fashion-MNIST by default)")
+    actions = top.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("train", help="train into a run folder")
+    for flag, (kind, text) in _flags().items():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, help=text)
+    p.add_argument("--resume", help="continue the run in this folder where it stopped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+    p.set_defaults(func=_train)
+
+    p = actions.add_parser("eval", help="top-1 of a finished run, optionally multi-view or from one frame")
+    p.add_argument("run", help="run folder written by train")
+    p.add_argument("--data", help="another clip folder (train.csv / val.csv)")
+    p.add_argument("--test-clips", type=int, help="temporal views")
+    p.add_argument("--test-crops", type=int, help="spatial views (1 or 3)")
+    p.add_argument("--window-size", type=int, help="spatial window at test time")
+    p.add_argument("--val-limit", type=int, help="first N clips only")
+    p.add_argument("--single-frame", action="store_true", help="show the model one frame, repeated")
+    p.add_argument("--device")
+    p.set_defaults(func=_eval)
+
+    p = actions.add_parser("predict", help="top-k classes for video files or frame folders")
+    p.add_argument("run", help="run folder written by train")
+    p.add_argument("videos", nargs="+")
+    p.add_argument("--clips", type=int, default=1, help="temporal views averaged")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--device")
+    p.set_defaults(func=_predict)
+
+    p = actions.add_parser("models", help="list the registered video models")
+    p.set_defaults(func=_models)

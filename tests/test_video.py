@@ -1,0 +1,228 @@
+"""Video SwinV2: 3-D windows, torchvision swin3d parity, inflation from an image model, data, training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models.video.swin_transformer import SwinTransformer3d
+
+from helpers import needs_fmnist, randomize
+from swinv2 import create_model
+from swinv2.checkpoint import save_weights
+from swinv2.cli import main
+from swinv2.data.moving import MovingFashionMNIST
+from swinv2.layers.window import attention_mask as attention_mask_2d
+from swinv2.video.config import VideoSwinV2Config
+from swinv2.video.convert import TORCHVISION_V1, from_torchvision_video
+from swinv2.video.data import ClipSampling, VideoClipDataset, read_frames, temporal_starts
+from swinv2.video.inflate import inflate
+from swinv2.video.model import VideoSwinV2
+from swinv2.video.registry import create_video_model, get_video_config
+from swinv2.video.windows import attention_mask, pad_to_window, window_partition, window_reverse
+
+SMALL = {"embed_dim": 16, "num_heads": (1, 2, 2, 4), "depths": (2, 2, 2, 2), "cpb_hidden": 16}
+
+
+@pytest.mark.parametrize(("size", "window"), [((4, 8, 12), (2, 4, 4)), ((3, 5, 7), (2, 4, 3)), ((2, 6, 6), (2, 6, 6))])
+def test_3d_window_partition_round_trip(size, window):
+    x = torch.randn(2, *size, 5)
+    padded, pads = pad_to_window(x, window)
+    assert padded.shape[1:4] == tuple(s + p for s, p in zip(size, pads)) and all(
+        (s + p) % w == 0 for s, p, w in zip(size, pads, window)
+    )
+    windows = window_partition(padded, window)
+    assert windows.shape == (2 * np.prod([(s + p) // w for s, p, w in zip(size, pads, window)]), np.prod(window), 5)
+    # each window holds one contiguous block: its first token is the block's corner
+    assert torch.equal(windows[0, 0], padded[0, 0, 0, 0]) and torch.equal(
+        windows[0, -1], padded[(0, *(w - 1 for w in window))]
+    )
+    assert torch.equal(window_reverse(windows, window, padded.shape[1:4]), padded)
+    shifted = torch.roll(padded, (-1, -2, -1), dims=(1, 2, 3))
+    assert torch.equal(torch.roll(shifted, (1, 2, 1), dims=(1, 2, 3)), padded)
+
+
+def test_3d_mask_with_one_frame_is_the_2d_mask():
+    for shift, valid in (((2, 2), (8, 8)), ((0, 0), (7, 6)), ((2, 1), (6, 5))):
+        m2 = attention_mask_2d((8, 8), (4, 2 if shift[1] else 4), shift, valid, True)
+        m3 = attention_mask(
+            (1, 8, 8), (1, 4, 2 if shift[1] else 4), (0, *shift), (1, *valid), True, torch.device("cpu")
+        )
+        assert torch.equal(m2, m3)
+
+
+def test_3d_shift_mask_separates_time_regions():
+    mask = attention_mask((4, 2, 2), (2, 2, 2), (1, 0, 0), (4, 2, 2), True, torch.device("cpu"))
+    # last temporal window after rolling by -1: frames 3 and 0 (wrapped) must not attend to each other
+    last = mask[-1]
+    frame = torch.arange(8) // 4  # token -> frame within the window (t, h, w order)
+    assert torch.equal(last != 0, frame[:, None] != frame[None, :])
+    assert not mask[0].any()
+
+
+def _tv_model(window):
+    return SwinTransformer3d(
+        patch_size=[2, 4, 4],
+        embed_dim=16,
+        depths=[2, 2, 2, 2],
+        num_heads=[1, 2, 2, 4],
+        window_size=window,
+        num_classes=7,
+    ).eval()
+
+
+@pytest.mark.parametrize(
+    ("window", "img", "frames", "shapes"),
+    [
+        ([2, 4, 4], 128, 8, [(2, 3, 8, 128, 128), (1, 3, 10, 100, 120)]),  # padding in time and space
+        ([8, 7, 7], 224, 16, [(1, 3, 16, 224, 224), (1, 3, 8, 224, 224)]),  # swin3d_t's window; time clipped
+    ],
+)
+def test_v1_switches_reproduce_torchvision_swin3d(window, img, frames, shapes):
+    """Video Swin (V1) on converted, fully randomised weights: the 3-D windows, shifts and table are right."""
+    tv = randomize(_tv_model(window))
+    cfg = VideoSwinV2Config(
+        img_size=img, num_frames=frames, window_size=tuple(window), num_classes=7, **SMALL, **TORCHVISION_V1
+    )
+    ours = VideoSwinV2(cfg).eval()
+    ours.load_state_dict(from_torchvision_video(tv.state_dict()))
+    for shape in shapes:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            diff = (tv(x) - ours(x)).abs()
+        print(f"swin3d {window} {shape}: max |diff| {diff.max():.2e}  mean {diff.mean():.2e}")
+        assert diff.max() <= 1e-4
+
+
+@pytest.mark.parametrize("position_bias", ["log_cpb", "table"])
+def test_inflated_model_reproduces_the_image_model_on_still_clips(position_bias):
+    """A clip of identical frames: every time step of the video features is the image model's features."""
+    torch.set_default_dtype(torch.float64)  # exact up to rounding, which random weights amplify in fp32
+    try:
+        image = randomize(create_model("swinv2_femto_window8_128", **SMALL, position_bias=position_bias)).eval()
+        video = inflate(image, num_frames=8, window_size=(2, 8, 8)).eval()
+        frame = torch.randn(2, 3, 96, 96)
+        with torch.no_grad():
+            ref, ours = (
+                image.forward_features(frame),
+                video.forward_features(frame[:, :, None].expand(-1, -1, 8, -1, -1)),
+            )
+            logits = (image(frame) - video.forward_head(ours)).abs().max()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    diff = (ours - ref[:, None]).abs()
+    print(
+        f"inflated {position_bias}: features max |diff| {diff.max():.2e}  mean {diff.mean():.2e}; logits {logits:.2e}"
+    )
+    assert video.load_report.clean
+    assert ours.shape[1] == 4 and diff.max() < 1e-9 and logits < 1e-9
+    assert video.cfg.pretrained_window_sizes == ((2, 8, 8),) * 3 + ((2, 4, 4),)  # space from the image model
+
+
+def test_inflation_from_a_file_at_another_window(tmp_path):
+    image = randomize(create_model("swinv2_femto_window8_128", **SMALL))
+    save_weights(image, tmp_path / "image.safetensors")
+    video = create_video_model(
+        "swinv2_video_pico_window4x8_64", pretrained=tmp_path / "image.safetensors", window_size=(4, 16, 16)
+    )
+    assert video.cfg.embed_dim == 16 and video.cfg.window_size == (4, 16, 16)
+    assert video.cfg.pretrained_window_sizes[0] == (4, 8, 8)  # Log-CPB still normalises by the image window
+    assert video.stages[0].blocks[0].attn.rel_pos.mlp[0].weight[:, 0].abs().sum() == 0  # time column zero
+    out = video(torch.randn(1, 1, 8, 64, 64))  # the grey pico model: input channels adapted
+    assert out.shape == (1, 8)
+
+
+def test_video_model_training_step_and_bad_input():
+    model = create_video_model("swinv2_video_pico_window4x8_64", cpb_hidden=16)
+    clips, labels = torch.randn(2, 1, 8, 64, 64), torch.tensor([1, 5])
+    loss = torch.nn.functional.cross_entropy(model(clips), labels)
+    loss.backward()
+    assert torch.isfinite(loss) and model.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model(torch.randn(1, 1, 5, 37, 50)).shape == (1, 8)  # any clip length and size (padding)
+    with pytest.raises(ValueError, match=r"\(B, 1, T, H, W\)"):
+        model(torch.randn(2, 1, 64, 64))
+    with pytest.raises(ValueError, match="did you mean"):
+        get_video_config("swinv2_video_pico_window4x8_46")
+
+
+@needs_fmnist
+def test_moving_fashion_mnist_is_deterministic_and_moves():
+    data = MovingFashionMNIST("test", count=20)
+    clip, label = data[3]
+    again, label2 = MovingFashionMNIST("test", count=20)[3]
+    assert torch.equal(clip, again) and label == label2 and clip.shape == (1, 8, 64, 64)
+    step = [(0, 3), (-3, 3), (-3, 0), (-3, -3), (0, -3), (3, -3), (3, 0), (3, 3)][label]
+    for k in range(7):  # each frame is the previous one moved by the direction's step (on a torus)
+        assert torch.equal(clip[0, k + 1], clip[0, k].roll(step, dims=(0, 1)))
+    labels = [data[i][1] for i in range(20)]
+    assert len(set(labels)) > 3
+
+
+def _write_frames(folder, frames: int, value: int):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for k in range(frames):
+        Image.fromarray(np.full((40, 60, 3), value + k, np.uint8)).save(folder / f"{k:04d}.png")
+
+
+def test_clip_folders_in_a_csv_with_multi_view_testing(tmp_path):
+    _write_frames(tmp_path / "a", 20, 10)
+    _write_frames(tmp_path / "b", 5, 100)
+    (tmp_path / "train.csv").write_text("path,label\na,jump\nb,run\n")
+    sampling = ClipSampling(frames=4, stride=2, size=32, clips=2, crops=3)
+    train = VideoClipDataset(tmp_path / "train.csv", sampling, train=True)
+    clip, label = train[0]
+    assert clip.shape == (3, 4, 32, 32) and train.classes == ["jump", "run"] and label == 0
+    views, label = VideoClipDataset(tmp_path / "train.csv", sampling, train=False, classes=train.classes)[1]
+    assert views.shape == (6, 3, 4, 32, 32) and label == 1
+    assert temporal_starts(20, 7, 3) == [0, 6, 13] and temporal_starts(5, 7, 2) == [0, 0]
+    (tmp_path / "bad.csv").write_text("a,swim\n")
+    with pytest.raises(ValueError, match="not among the training classes"):
+        VideoClipDataset(tmp_path / "bad.csv", sampling, train=False, classes=train.classes)
+
+
+def test_video_files_decode_with_pyav(tmp_path):
+    av = pytest.importorskip("av")
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for k in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * k, np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    frames = read_frames(path)
+    assert frames.shape == (12, 48, 64, 3)
+    assert frames[-1].float().mean() > frames[0].float().mean() + 100  # brightness ramps up as written
+
+
+@needs_fmnist
+def test_cli_video_train_eval_single_frame(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [
+        "video",
+        "train",
+        "--output",
+        str(out),
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--val-limit",
+        "32",
+        "--batch-size",
+        "16",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 <= summary["top1"] <= 100 and 0 <= summary["top1_single_frame"] <= 100
+    capsys.readouterr()
+    assert main(["video", "eval", str(out), "--single-frame", "--val-limit", "16"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["single_frame"] is True and 0 <= result["top1"] <= 100
+    assert main(["video", "train", "--test-crops", "2", "--output", str(tmp_path / "x")]) == 2  # refused up front
+    assert not (tmp_path / "x").exists()
