@@ -83,17 +83,21 @@ class SwinV2Block(nn.Module):
 
     def set_window(self, window: Window) -> None:
         """Target window (clipped per input in :meth:`forward`); shifted blocks shift by half of it."""
-        self.window = to_pair(window)
-        self.shift = tuple(w // 2 for w in self.window) if self.shifted else (0, 0)
+        self.window = self._to_window(window)
+        self.shift = tuple(w // 2 for w in self.window) if self.shifted else (0,) * len(self.window)
         self._masks.clear()
         if hasattr(self, "attn"):
             self.attn.clear_cache()
+
+    # the window's axes and its mask: 2-D here, 3-D in the video block
+    _to_window = staticmethod(to_pair)
+    _make_mask = staticmethod(attention_mask)
 
     def _mask(self, padded: Window, window: Window, shift: Window, valid: Window, device) -> torch.Tensor | None:
         key = (padded, window, shift, valid, device)
         if key not in self._masks:
             with torch.inference_mode(False):  # cached: must stay usable by a later training pass
-                self._masks[key] = attention_mask(padded, window, shift, valid, self.mask_padding, device)
+                self._masks[key] = self._make_mask(padded, window, shift, valid, self.mask_padding, device)
         return self._masks[key]
 
     def _window_attention(self, x: torch.Tensor) -> torch.Tensor:

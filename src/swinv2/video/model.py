@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from torchvision.ops import StochasticDepth
 
-from ..layers import Mlp, PatchMerging, WindowAttention, effective_window
-from ..models.swinv2 import ClassifierHead, SwinV2Base
+from ..layers import PatchMerging, effective_window
+from ..models.swinv2 import ClassifierHead, SwinV2Base, SwinV2Block
 from .config import Triple, VideoSwinV2Config, to_triple
 from .windows import attention_mask, pad_to_window, window_partition, window_reverse
 
@@ -46,8 +45,8 @@ class SpatialPatchMerging(PatchMerging):
         return merged.view(b, t, *merged.shape[1:])
 
 
-class VideoSwinV2Block(nn.Module):
-    """One block: (shifted) 3-D window attention then MLP, each a residual branch."""
+class VideoSwinV2Block(SwinV2Block):
+    """The image block with 3-D windows: (shifted) window attention over (t, h, w), then the MLP."""
 
     def __init__(
         self,
@@ -58,42 +57,10 @@ class VideoSwinV2Block(nn.Module):
         pretrained_window: Triple,
         drop_path: float,
     ):
-        super().__init__()
-        self.post_norm = cfg.norm == "res_post"
-        self.clip_windows, self.mask_padding, self.shifted = cfg.clip_windows, cfg.mask_padding, shifted
-        self._masks: dict[tuple, torch.Tensor | None] = {}
-        self.set_window(cfg.window_size)
-        self.attn = WindowAttention(
-            dim,
-            num_heads,
-            cfg.window_size,
-            pretrained_window,
-            attention=cfg.attention,
-            position_bias=cfg.position_bias,
-            qkv_bias=cfg.qkv_bias,
-            attn_drop=cfg.attn_drop_rate,
-            proj_drop=cfg.drop_rate,
-            fused=cfg.fused_attention,
-            cpb_hidden=cfg.cpb_hidden,
-        )
-        self.norm1 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), drop=cfg.drop_rate)
-        self.norm2 = nn.LayerNorm(dim)
-        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        super().__init__(cfg, dim, num_heads, cfg.window_size, shifted, pretrained_window, drop_path, extra_norm=False)
 
-    def set_window(self, window: Triple) -> None:
-        self.window = to_triple(window)
-        self.shift = tuple(w // 2 for w in self.window) if self.shifted else (0, 0, 0)
-        self._masks.clear()
-        if hasattr(self, "attn"):
-            self.attn.clear_cache()
-
-    def _mask(self, padded: Triple, window: Triple, shift: Triple, valid: Triple, device) -> torch.Tensor | None:
-        key = (padded, window, shift, valid, device)
-        if key not in self._masks:
-            with torch.inference_mode(False):  # cached: must stay usable by a later training pass
-                self._masks[key] = attention_mask(padded, window, shift, valid, self.mask_padding, device)
-        return self._masks[key]
+    _to_window = staticmethod(to_triple)
+    _make_mask = staticmethod(attention_mask)
 
     def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
         sizes = tuple(x.shape[1:4])
@@ -108,13 +75,6 @@ class VideoSwinV2Block(nn.Module):
         if any(shift):
             x = torch.roll(x, shifts=shift, dims=dims)
         return x[:, : sizes[0], : sizes[1], : sizes[2]] if any(pads) else x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.post_norm:
-            x = x + self.drop_path(self.norm1(self._window_attention(x)))
-            return x + self.drop_path(self.norm2(self.mlp(x)))
-        x = x + self.drop_path(self._window_attention(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class VideoSwinV2Stage(nn.Module):
