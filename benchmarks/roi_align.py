@@ -23,7 +23,10 @@ NAMES = ["0", "1", "2", "3"]
 
 
 def workload(images: int = 16, channels: int = 64, size: int = 128, rois: int = 128):
-    feats = {n: torch.randn(images, channels, size // 4 >> i, size // 4 >> i, requires_grad=True) for i, n in enumerate(NAMES)}
+    feats = {
+        n: torch.randn(images, channels, size // 4 >> i, size // 4 >> i, requires_grad=True)
+        for i, n in enumerate(NAMES)
+    }
     boxes = []
     for _ in range(images):
         xy = torch.rand(rois, 2) * (size - 24)
@@ -54,7 +57,7 @@ def main() -> None:
             "gather": GatherMultiScaleRoIAlign(NAMES, output, args.sampling, always_gather=True),
         }
         times = {name: [] for name in pools}
-        for name, pool in pools.items():  # warm-up
+        for pool in pools.values():  # warm-up
             time_once(pool, feats, boxes, shapes)
         for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both
             for name, pool in pools.items():
