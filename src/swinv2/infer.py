@@ -65,9 +65,8 @@ def evaluate_classifier(
 @torch.no_grad()
 def predict_images(model: SwinV2, info: dict, paths: list[str], topk: int = 5) -> list[list[tuple[str, float]]]:
     """Top-k (class name, probability) for each image file."""
-    from torchvision.io import ImageReadMode, decode_image
-
     from .data import eval_transform
+    from .data.datasets import read_image
 
     cfg = model.cfg
     size = to_pair(cfg.img_size)[0]
@@ -75,15 +74,11 @@ def predict_images(model: SwinV2, info: dict, paths: list[str], topk: int = 5) -
     std = tuple(info.get("std", (0.5,) * cfg.in_chans))
     classes = info.get("classes") or [str(i) for i in range(cfg.num_classes)]
     transform = eval_transform(size, mean, std, info.get("crop_pct", 1.0))
-    mode = ImageReadMode.GRAY if cfg.in_chans == 1 else ImageReadMode.RGB
     results = []
     for p in paths:
         if not Path(p).is_file():
             raise FileNotFoundError(f"image not found: {p}")
-        try:
-            image = decode_image(str(p), mode=mode)
-        except RuntimeError as exc:
-            raise ValueError(f"{p} is not a readable image ({exc})") from exc
+        image = read_image(p, 1 if cfg.in_chans == 1 else 3)
         probs = model(transform(image).unsqueeze(0)).softmax(-1)[0]
         top = probs.topk(min(topk, len(probs)))
         results.append([(classes[i], float(v)) for v, i in zip(top.values, top.indices)])

@@ -48,10 +48,27 @@ class ClassificationData:
     val_batch_transform: Callable | None = None
 
 
+def read_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
+    """``(C, H, W)`` uint8 from any file PIL reads; grey, RGBA, palette and 16-bit images are converted
+    (16-bit by scaling the brightest pixel to 255). ``ValueError`` for files that are not images."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float32)
+                img = Image.fromarray((arr * (255 / max(float(arr.max()), 1.0))).round().astype(np.uint8))
+            array = np.array(img.convert("L" if channels == 1 else "RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable image ({exc})") from exc
+    t = torch.from_numpy(array)
+    return t[None] if channels == 1 else t.permute(2, 0, 1).contiguous()
+
+
 def image_folder(root: str | os.PathLike, split: str, transform: Callable | None, in_chans: int = 3) -> Dataset:
     """``root/split/<class>/*`` as a dataset (torchvision's ImageFolder), with clear errors when empty."""
     from torchvision.datasets import ImageFolder
-    from torchvision.io import ImageReadMode, decode_image
 
     directory = Path(root) / split
     if not directory.is_dir():
@@ -59,10 +76,9 @@ def image_folder(root: str | os.PathLike, split: str, transform: Callable | None
     empty = [d.name for d in sorted(directory.iterdir()) if d.is_dir() and not any(p.is_file() for p in d.rglob("*"))]
     if empty:
         raise ValueError(f"{directory}: class folder(s) with no files: {', '.join(empty)}")
-    mode = ImageReadMode.GRAY if in_chans == 1 else ImageReadMode.RGB
 
     def load(path: str) -> torch.Tensor:
-        return decode_image(path, mode=mode)  # (C, H, W) uint8; grey, RGBA and palettes converted
+        return read_image(path, 1 if in_chans == 1 else 3)
 
     try:
         return ImageFolder(str(directory), transform=transform, loader=load)

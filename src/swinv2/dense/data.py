@@ -19,6 +19,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ..data.datasets import read_image
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 IGNORE_INDEX = 255
 # The folder names a split goes by: this project's scenes (train/test), COCO and ADE20K.
@@ -146,8 +148,7 @@ class SegmentationFolder(Dataset):
         from PIL import Image
 
         image_path, mask_path = self.samples[index]
-        with Image.open(image_path) as img:
-            image = tv_tensors.Image(v2.functional.pil_to_tensor(_to_rgb8(img)))
+        image = tv_tensors.Image(read_image(image_path))
         with Image.open(mask_path) as m:
             mask = torch.as_tensor(_mask_array(m), dtype=torch.int64)
         if self.reduce_zero_label:
@@ -161,16 +162,6 @@ class SegmentationFolder(Dataset):
         if limit is not None:
             self.samples = self.samples[:limit]
         return self
-
-
-def _to_rgb8(img):
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale to 8 bits before converting
-        import numpy as np
-        from PIL import Image
-
-        arr = np.asarray(img, dtype=np.float32)
-        return Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype("uint8")).convert("RGB")
-    return img.convert("RGB")
 
 
 def _mask_array(mask_img):

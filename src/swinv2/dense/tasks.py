@@ -135,7 +135,7 @@ class DetectionTask(DenseTask):
                 canvas = draw_segmentation_masks(canvas, masks, alpha=0.4)
             names = [f"{self.classes[int(c) - 1]} {s:.2f}" for c, s in zip(out["labels"][keep], out["scores"][keep])]
             boxes = out["boxes"][keep].float().cpu() * factor
-            drawn.append(draw_bounding_boxes(canvas, boxes, names, colors="yellow", width=1))
+            drawn.append(draw_bounding_boxes(canvas, boxes, names, colors="yellow", width=1) if len(boxes) else canvas)
         return drawn
 
 
