@@ -64,7 +64,12 @@ def build_data(recipe: TrainRecipe) -> ClassificationData:
     return build_classification_data(recipe.data, img, in_chans, aug, *limits)
 
 
-def build_model(recipe: TrainRecipe, data: ClassificationData) -> nn.Module:
+SAVERS = ("grad_checkpointing", "sequential_attention", "sequential_mlp")
+
+
+def model_overrides(recipe: TrainRecipe, data: ClassificationData, **extra: object) -> dict:
+    """Config fields a run changes on its registered model: the data's classes and channels, and the
+    recipe's size, window, drop path, pretrained windows and ``extra`` fields where set."""
     overrides = dict(recipe.model_overrides)
     overrides.update(num_classes=len(data.classes), in_chans=data.in_chans)
     for key, value in (
@@ -72,11 +77,16 @@ def build_model(recipe: TrainRecipe, data: ClassificationData) -> nn.Module:
         ("window_size", recipe.window_size),
         ("drop_path_rate", recipe.drop_path),
         ("pretrained_window_sizes", recipe.pretrained_window_sizes),
+        *extra.items(),
     ):
         if value is not None:
             overrides[key] = value
-    savers = {k: getattr(recipe, k) for k in ("grad_checkpointing", "sequential_attention", "sequential_mlp")}
-    return create_model(recipe.model, pretrained=recipe.pretrained, **savers, **overrides)
+    return overrides
+
+
+def build_model(recipe: TrainRecipe, data: ClassificationData) -> nn.Module:
+    savers = {k: getattr(recipe, k) for k in SAVERS}
+    return create_model(recipe.model, pretrained=recipe.pretrained, **savers, **model_overrides(recipe, data))
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, ClassificationData
-from ..train.loop import Trainer, autocast
+from ..train.loop import Trainer, autocast, model_overrides
 from ..train.recipe import TrainRecipe
 from ..train.state import write_json
 from .data import ClipSampling, VideoClipDataset, moving_fashion_mnist_data
@@ -104,18 +104,12 @@ class VideoTrainer(Trainer):
 
     def build_model(self) -> nn.Module:
         r = self.recipe
-        overrides = {"num_classes": len(self.data.classes), "in_chans": self.data.in_chans}
-        for key, value in (
-            ("img_size", r.img_size),
-            ("num_frames", r.num_frames),
-            ("window_size", r.window_size),
-            ("drop_path_rate", r.drop_path),
-        ):
-            if value is not None:
-                overrides[key] = value
+        overrides = model_overrides(r, self.data, num_frames=r.num_frames)
         model = create_video_model(r.model, pretrained=r.pretrained, **overrides)
-        if r.grad_checkpointing:
-            model.set_grad_checkpointing(True)
+        # the memory savers of the image model work on video blocks too (SwinV2Base)
+        model.set_grad_checkpointing(r.grad_checkpointing)
+        model.set_sequential_attention(r.sequential_attention)
+        model.set_sequential_mlp(r.sequential_mlp)
         return model
 
     def evaluate(self) -> dict:
