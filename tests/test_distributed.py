@@ -30,6 +30,7 @@ from swinv2 import create_model
 from swinv2.cli import main
 from swinv2.models.simmim import SimMIM
 from swinv2.train import TrainRecipe, WarmupCosine, evaluate, fit
+from swinv2.train.checkpoints import checkpoints, verify
 from swinv2.train.distributed import (
     PAD,
     Distributed,
@@ -140,8 +141,11 @@ def _pretrained(root: Path, epochs: int) -> dict:
 def test_ddp_zero_and_fsdp_under_torchrun_match_one_process(runs):
     for name in ("ddp", "zero", "fsdp"):
         assert_same_run(runs / name, runs / "single")
-    assert (runs / "fsdp" / "checkpoint.dcp" / ".metadata").is_file() and not (runs / "fsdp" / "checkpoint.pt").exists()
-    assert (runs / "zero" / "checkpoint.pt").is_file()
+    assert [p.name for p in checkpoints(runs / "fsdp")] == ["checkpoint-0002.dcp", "checkpoint-0001.dcp"]
+    assert (runs / "fsdp" / "checkpoint-0002.dcp" / ".metadata").is_file()
+    assert [p.name for p in checkpoints(runs / "zero")] == ["checkpoint-0002.pt", "checkpoint-0001.pt"]
+    for run in ("fsdp", "zero"):
+        verify(checkpoints(runs / run)[0])
     stdout = (runs / "stdout.txt").read_text()  # rank 0 alone prints: one line per finished run
     assert stdout.count("done: top1") == 5 and stdout.count("done: masked-pixel") == 1, stdout
     assert stdout.count(f"-> {runs / 'fsdp'}\n") == 1 and "fsdp x 2" in stdout
@@ -149,12 +153,12 @@ def test_ddp_zero_and_fsdp_under_torchrun_match_one_process(runs):
 
 @needs_fmnist
 def test_resume_under_another_strategy_and_world_size_equals_the_uninterrupted_run(runs):
-    # zero on 2 ranks wrote checkpoint.pt after epoch 1; fsdp on 2 ranks trained epoch 2 from it
+    # zero on 2 ranks wrote checkpoint-0001.pt; fsdp on 2 ranks trained epoch 2 from it
     assert_same_run(runs / "zero_cut", runs / "single")
-    assert (runs / "zero_cut" / "checkpoint.dcp").is_dir() and not (runs / "zero_cut" / "checkpoint.pt").exists()
-    # fsdp on 2 ranks wrote checkpoint.dcp/; `swinv2 train --resume --strategy single` finished it in one process
+    assert [p.name for p in checkpoints(runs / "zero_cut")] == ["checkpoint-0002.dcp", "checkpoint-0001.pt"]
+    # fsdp on 2 ranks wrote checkpoint-0001.dcp/; `swinv2 train --resume --strategy single` finished it in one process
     assert_same_run(runs / "fsdp_cut", runs / "single")
-    assert (runs / "fsdp_cut" / "checkpoint.pt").is_file() and not (runs / "fsdp_cut" / "checkpoint.dcp").exists()
+    assert [p.name for p in checkpoints(runs / "fsdp_cut")] == ["checkpoint-0002.pt", "checkpoint-0001.dcp"]
     assert TrainRecipe.load(runs / "fsdp_cut" / "config.json").strategy == "single"
 
 
@@ -276,7 +280,7 @@ def test_fsdp_in_one_process_with_meta_init_trains(tmp_path):
     summary = fit(recipe, progress=False)
     assert not tdist.is_initialized()  # the group fit started is gone
     assert summary["final_train_loss"] < math.log(10) + 0.1 and summary["top1"] > 10
-    assert (tmp_path / "checkpoint.dcp" / "trainer.pt").is_file()
+    assert (tmp_path / "checkpoint-0001.dcp" / "trainer.pt").is_file()
 
 
 def test_bad_strategies_are_refused(monkeypatch):

@@ -46,7 +46,7 @@ def test_short_run_lowers_loss_and_fills_the_run_folder(tmp_path):
     for key in ("top1", "top5", "epochs", "train_seconds", "final_train_loss"):
         assert key in summary
     assert summary["top1"] > 30  # far above the 10% of chance after 4 short epochs
-    for name in ("config.json", "checkpoint.pt", "model.safetensors", "summary.json", "curves.png"):
+    for name in ("config.json", "checkpoint-0004.pt", "model.safetensors", "summary.json", "curves.png"):
         assert (run / name).is_file(), name
     assert TrainRecipe.load(run / "config.json").epochs == 4
 
@@ -59,8 +59,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     assert fit(interrupted, stop_after=1, progress=False) is None
     resumed = TrainRecipe.load(tmp_path / "b" / "run" / "config.json")
     fit(resumed, resume=True, progress=False)
-    a = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=True)
+    a = torch.load(tmp_path / "a" / "run" / "checkpoint-0003.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "run" / "checkpoint-0003.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -73,7 +73,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
 
 def test_existing_run_is_not_overwritten(tmp_path):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")
+    (tmp_path / "run" / "checkpoint-0001.pt").write_bytes(b"")
     with pytest.raises(FileExistsError, match="--resume"):
         fit(recipe(tmp_path), progress=False)
 

@@ -119,14 +119,24 @@ def _table_window(length: int) -> tuple[int, int] | None:
 
 
 def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = False) -> LoadReport:
-    """Load a state dict already in this project's layout, adapting heads, tables and input channels."""
+    """Load a state dict already in this project's layout, adapting heads, tables and input channels.
+
+    Every tensor's shape and kind (floating point or not) is checked before anything is copied; with
+    ``strict`` a checkpoint that does not fit raises ``ValueError`` and the model is left untouched.
+    """
     report = LoadReport()
     own = model.state_dict()
     kept = {}
     for key, value in state_dict.items():
-        if key.startswith(PRETRAINING_ONLY) and key not in own:
+        if not isinstance(value, torch.Tensor):
+            report.mismatched.append(f"{key} ({type(value).__name__}, not a tensor)")
+        elif key.startswith(PRETRAINING_ONLY) and key not in own:
             report.ignored.append(key)
-        elif key not in own or own[key].shape == value.shape:
+        elif key not in own:
+            report.unexpected.append(key)
+        elif value.is_floating_point() != own[key].is_floating_point():
+            report.mismatched.append(f"{key} dtype {value.dtype} vs {own[key].dtype}")
+        elif own[key].shape == value.shape:
             kept[key] = value
         elif key.startswith("head."):
             report.adapted.append(f"{key} (re-created for {own[key].shape[0]} classes)")
@@ -134,16 +144,30 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], 
             kept[key] = adapted
         else:
             report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
-    result = model.load_state_dict(kept, strict=False)
     head_recreated = any(a.startswith("head.") for a in report.adapted)
     not_loaded = {m.split(" ")[0] for m in report.mismatched}  # reported once, as mis-shaped
     report.missing = [
-        k for k in result.missing_keys if k not in not_loaded and not (head_recreated and k.startswith("head."))
+        k for k in own if k not in kept and k not in not_loaded and not (head_recreated and k.startswith("head."))
     ]
-    report.unexpected = list(result.unexpected_keys)
     if strict and not report.clean:
         raise ValueError(f"checkpoint does not match the model: {report.summary()}")
+    model.load_state_dict(kept, strict=False)
     return report
+
+
+def check_compatible(own: dict[str, torch.Tensor], incoming: dict[str, object], what: str) -> None:
+    """``ValueError`` naming every key whose presence, shape or dtype differs (before any copy)."""
+    problems = [f"missing {k}" for k in own if k not in incoming]
+    problems += [f"unexpected {k}" for k in incoming if k not in own]
+    for key in own.keys() & incoming.keys():
+        value, mine = incoming[key], own[key]
+        if not isinstance(value, torch.Tensor):
+            problems.append(f"{key} is a {type(value).__name__}")
+        elif value.shape != mine.shape or value.dtype != mine.dtype:
+            problems.append(f"{key} {tuple(value.shape)} {value.dtype} vs {tuple(mine.shape)} {mine.dtype}")
+    if problems:
+        more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise ValueError(f"{what} does not fit this model: {'; '.join(sorted(problems)[:8])}{more}")
 
 
 def load_pretrained(

@@ -7,6 +7,9 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import NonFiniteLossError
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -66,26 +69,32 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _train_recipe(args: argparse.Namespace, pretraining: bool = False):
-    import dataclasses
 
     from .train import TrainRecipe
     from .train.pretrain import PretrainRecipe
 
     cls, flags = (PretrainRecipe, {**TRAIN_FLAGS, **PRETRAIN_FLAGS}) if pretraining else (TrainRecipe, TRAIN_FLAGS)
     if args.resume:
-        from pathlib import Path
-
-        recipe = cls.load(Path(args.resume) / "config.json")
-        if args.epochs is not None:
-            recipe.epochs = args.epochs  # extend a finished or interrupted run
-        recipe.output = args.resume
-        # a run may continue under another strategy (and world size) than the one that saved it
-        # and with other memory savers, which change memory and time but not the numbers
-        switchable = ("strategy", "meta_init", "grad_checkpointing", "sequential_attention", "sequential_mlp")
-        changes = {f: getattr(args, f) for f in switchable if getattr(args, f, None) is not None}
-        return dataclasses.replace(recipe, **changes) if changes else recipe
+        return resume_recipe(cls, args, flags)
     fields = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
     return cls(**fields)
+
+
+def resume_recipe(cls, args: argparse.Namespace, flags: dict):
+    """The recipe saved in ``args.resume`` with the flags given now, refusing those a resume cannot change."""
+    import dataclasses
+
+    recipe = cls.load(Path(args.resume) / "config.json")
+    given = {f for f in flags if getattr(args, f, None) is not None}
+    refused = sorted(given - RESUME_FLAGS)
+    if refused:
+        names = ", ".join("--" + f.replace("_", "-") for f in refused)
+        allowed = ", ".join("--" + f.replace("_", "-") for f in sorted(RESUME_FLAGS & set(flags)))
+        raise ValueError(
+            f"{names} cannot change when resuming (the run's recipe is {Path(args.resume) / 'config.json'}); "
+            f"a resume may change {allowed}"
+        )
+    return dataclasses.replace(recipe, **{f: getattr(args, f) for f in given}, output=args.resume)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -232,6 +241,7 @@ TRAIN_FLAGS = {
     "clip_grad": (float, "gradient norm clip (0 = off)"),
     "ema_decay": (float, "EMA of weights decay per step (0 = off, e.g. 0.999)"),
     "amp": (str, "mixed precision: none, bf16 (CPU/GPU), fp16 (GPU, with grad scaler)"),
+    "skip_nonfinite": (bool, "skip (and count) steps with a NaN / Inf loss or gradient instead of stopping"),
     "seed": (int, "random seed (runs are reproducible on CPU)"),
     "device": (str, "auto, cpu, cuda, cuda:N"),
     "train_limit": (int, "train on the first N images only"),
@@ -245,6 +255,15 @@ TRAIN_FLAGS = {
     ),
     "meta_init": (_on_off, "on/off: with fsdp, build the model on the meta device and initialise it sharded"),
 }
+
+
+# What a resume may change: the length of the run (--epochs extends it), the remedies for a diverging run
+# (they apply from the resumed epoch on), and how it runs (strategy, world size, memory savers, device,
+# workers), which changes memory and time but not the numbers.
+RESUME_FLAGS = {
+    "epochs", "lr", "min_lr", "clip_grad", "amp", "skip_nonfinite", "strategy", "meta_init",
+    "grad_checkpointing", "sequential_attention", "sequential_mlp", "device", "workers",
+}  # fmt: skip
 
 
 PRETRAIN_FLAGS = {
@@ -269,8 +288,12 @@ def _study(args: argparse.Namespace) -> int:
 
 def _add_run_flags(p: argparse.ArgumentParser, flags: dict) -> None:
     for flag, (kind, text) in flags.items():
+        name = "--" + flag.replace("_", "-")
+        if kind is bool:  # a switch; None when absent, so that a resume can tell it was not given
+            p.add_argument(name, dest=flag, action="store_const", const=True, help=text)
+            continue
         nargs = "+" if flag == "pretrained_window_sizes" else None
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, nargs=nargs, help=text)
+        p.add_argument(name, dest=flag, type=kind, nargs=nargs, help=text)
     p.add_argument("--resume", help="continue the run in this folder where it stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
 
@@ -420,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"DST must end in .safetensors, got {args.dst!r}")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as exc:
         print(f"swinv2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

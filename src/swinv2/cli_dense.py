@@ -51,12 +51,11 @@ TEST_FLAGS = {
 def _recipe_from_args(args: argparse.Namespace):
     from .dense.recipe import DenseRecipe
 
-    if args.resume:
-        recipe = DenseRecipe.load(Path(args.resume) / "config.json")
-        if args.epochs is not None:
-            recipe.epochs = args.epochs
-        return recipe
     flags = {**COMMON_FLAGS, **TASK_FLAGS[args.task]}
+    if args.resume:
+        from .cli import resume_recipe
+
+        return resume_recipe(DenseRecipe, args, flags)
     given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
     return DenseRecipe(task=args.task, **given)
 
@@ -65,8 +64,6 @@ def _train(args: argparse.Namespace) -> int:
     from .dense.engine import fit_dense
 
     recipe = _recipe_from_args(args)
-    if args.resume:
-        recipe.output = args.resume
     fit_dense(recipe, resume=bool(args.resume), progress=not args.no_progress)
     return 0
 

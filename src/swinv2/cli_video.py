@@ -31,10 +31,9 @@ def _train(args: argparse.Namespace) -> int:
     from .video.train import VideoRecipe, VideoTrainer
 
     if args.resume:
-        recipe = VideoRecipe.load(Path(args.resume) / "config.json")
-        recipe.output = args.resume
-        if args.epochs is not None:
-            recipe.epochs = args.epochs
+        from .cli import resume_recipe
+
+        recipe = resume_recipe(VideoRecipe, args, _flags())
     else:
         given = {k: getattr(args, k) for k in _flags() if getattr(args, k, None) is not None}
         if "pretrained_window_sizes" in given:

@@ -1,5 +1,5 @@
 """Train, evaluate and predict for dense tasks, with the run folder of ``swinv2 train``: resolved recipe,
-``metrics.jsonl``, an atomic checkpoint per epoch, ``--resume``, progress bars, ``summary.json``,
+``metrics.jsonl``, a checksummed checkpoint per epoch, ``--resume``, progress bars, ``summary.json``,
 curves and prediction pictures."""
 
 from __future__ import annotations
@@ -16,17 +16,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoint import read_checkpoint, save_weights
+from ..train.checkpoints import latest_valid, write_checkpoint
 from ..train.loop import autocast, prepare_run_dir, resolve_device
 from ..train.optim import WarmupCosine, build_optimizer
-from ..train.state import (
-    CHECKPOINT,
-    append_metrics,
-    atomic_torch_save,
-    plot_curves,
-    read_metrics,
-    seed_everything,
-    write_json,
-)
+from ..train.state import append_metrics, plot_curves, read_metrics, seed_everything, truncate_metrics, write_json
 from .recipe import DenseRecipe
 from .tasks import MEAN, STD, DenseTask, make_task
 
@@ -123,11 +116,10 @@ def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None 
     run_dir = prepare_run_dir(recipe, resume)
     seed_everything(recipe.seed)
     run = DenseRun(recipe, resolve_device(recipe.device))
-    if resume and (run_dir / CHECKPOINT).is_file():
-        run.load_state_dict(torch.load(run_dir / CHECKPOINT, map_location=run.device, weights_only=True))
-        rows = [row for row in read_metrics(run_dir) if row["epoch"] <= run.epoch]
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if resume and (checkpoint := latest_valid(run_dir)) is not None:
+        run.load_state_dict(torch.load(checkpoint, map_location=run.device, weights_only=True))
         print(f"resuming {run_dir} after epoch {run.epoch}")
+    truncate_metrics(run_dir, run.epoch)
     params = sum(p.numel() for p in run.model.parameters())
     print(
         f"{recipe.task} with {recipe.model} ({params / 1e6:.2f}M params): {len(run.train_set)} train / "
@@ -140,7 +132,7 @@ def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None 
         stats = run.train_epoch(progress)
         row = {"epoch": run.epoch, "lr": run.scheduler.lr, **stats, **run.evaluate()}
         append_metrics(run_dir, row)
-        atomic_torch_save(run.state_dict(), run_dir / CHECKPOINT)
+        write_checkpoint(run.state_dict(), run_dir, run.epoch)
         print(
             f"epoch {run.epoch}/{recipe.epochs}  loss {row['train_loss']:.4f}  {metric} {row[metric]:.2f}  "
             f"{row['images'] / row['seconds']:.1f} img/s  {row['seconds']:.0f}s",

@@ -11,11 +11,11 @@ Design:
   contiguous slice of each global batch; its loss is weighted by ``world * slice / batch`` so that the
   gradient average over ranks is the one-process mean gradient, also when the last batch splits unevenly.
   A rank whose slice is empty gets one padding sample (label -1, weight 0), so collectives stay in step.
-* Checkpoints: single, ddp and zero write ``checkpoint.pt`` in the one-process format (index-keyed
-  optimiser state, whose groups carry the parameter ``names``); fsdp writes ``checkpoint.dcp/``, a
-  torch.distributed.checkpoint directory with FQN-keyed shards plus ``trainer.pt`` (epoch, schedule,
-  scaler). Either loads into any strategy at any world size: ``.pt`` into fsdp through the names,
-  ``.dcp`` into the others through a plain AdamW that gives the one-process format back.
+* Checkpoints (see :mod:`.checkpoints`): single, ddp and zero write ``checkpoint-NNNN.pt`` in the
+  one-process format (index-keyed optimiser state, whose groups carry the parameter ``names``); fsdp writes
+  ``checkpoint-NNNN.dcp/``, a torch.distributed.checkpoint directory with FQN-keyed shards plus
+  ``trainer.pt`` (epoch, schedule, scaler). Either loads into any strategy at any world size: ``.pt``
+  into fsdp through the names, ``.dcp`` into the others through a plain AdamW that gives the one-process format back.
 * ``--meta-init`` (fsdp): the model is built on the meta device, sharded, allocated with ``to_empty`` and
   initialised shard by shard; weights from ``--pretrained`` are read on rank 0 and broadcast.
 """
@@ -40,11 +40,11 @@ import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from .checkpoints import CorruptCheckpoint, checkpoint_name, latest_valid, seal_directory, write_checkpoint
 from .optim import build_optimizer
 from .recipe import TrainRecipe
-from .state import CHECKPOINT, atomic_torch_save
+from .state import atomic_torch_save
 
-DCP_DIR = "checkpoint.dcp"
 TRAINER_STATE = "trainer.pt"  # epoch, schedule, scaler, RNG and recipe, next to the DCP shards
 META_INIT_PARAMS = 500_000_000  # fsdp builds larger models on the meta device unless told otherwise
 PAD = -1  # sampler index and label of a padding sample
@@ -120,16 +120,6 @@ def index_to_fqn(state: dict) -> dict:
         per_name.update({n: state["state"][i] for i, n in zip(group["params"], names) if i in state["state"]})
         groups.append({**group, "params": list(names)})
     return {"state": per_name, "param_groups": groups}
-
-
-def find_checkpoint(run_dir: Path) -> Path | None:
-    """The run's checkpoint: ``checkpoint.pt`` or ``checkpoint.dcp`` (the newer if a crash left both)."""
-    found = [p for p in (run_dir / CHECKPOINT, run_dir / DCP_DIR / TRAINER_STATE) if p.is_file()]
-    if not found:
-        old = run_dir / (DCP_DIR + ".old") / TRAINER_STATE  # a crash between the two renames of a save
-        return old.parent if old.is_file() else None
-    newest = max(found, key=lambda p: p.stat().st_mtime)
-    return newest if newest.name == CHECKPOINT else newest.parent
 
 
 @torch.no_grad()
@@ -342,43 +332,50 @@ class Distributed:
 
     # ----------------------------------------------------------------------------------- checkpoints
     def save(self, trainer, run_dir: Path) -> None:
-        """``checkpoint.pt`` (single, ddp, zero; rank 0) or ``checkpoint.dcp/`` (fsdp; every rank), atomically."""
+        """``checkpoint-<epoch>.pt`` (single, ddp, zero; rank 0) or ``.dcp/`` (fsdp; every rank), checksummed."""
         if self.strategy == "fsdp":
             self._save_dcp(trainer, run_dir)
         else:
             if self.strategy == "zero":
                 trainer.optimizer.consolidate_state_dict(to=0)
             if self.is_main:
-                atomic_torch_save(trainer.state_dict(), run_dir / CHECKPOINT)
-                shutil.rmtree(run_dir / DCP_DIR, ignore_errors=True)  # a format this run no longer writes
+                write_checkpoint(trainer.state_dict(), run_dir, trainer.epoch)
         self.barrier()
 
     def _save_dcp(self, trainer, run_dir: Path) -> None:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        final, tmp, old = (run_dir / (DCP_DIR + s) for s in ("", ".tmp", ".old"))
+        tmp = run_dir / (checkpoint_name(trainer.epoch, "dcp") + ".tmp")
         if self.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         self.barrier()
         model, optimizer = get_state_dict(trainer.module, trainer.optimizer)
         dcp.save({"model": model, "optimizer": optimizer}, checkpoint_id=tmp)
         self.barrier()
-        if self.is_main:  # the trainer state last: a directory holding it is complete
+        if self.is_main:  # the trainer state, then the digests of every shard, then the rename
             atomic_torch_save(trainer.extra_state(), tmp / TRAINER_STATE)
-            if final.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-            (run_dir / CHECKPOINT).unlink(missing_ok=True)
+            seal_directory(tmp, run_dir, trainer.epoch)
+
+    def choose_checkpoint(self, run_dir: Path) -> Path | None:
+        """Rank 0 verifies the run's checkpoints; every rank gets its choice (or its refusal)."""
+        choice: object = None
+        if self.is_main:
+            try:
+                choice = latest_valid(run_dir)
+            except CorruptCheckpoint as exc:
+                choice = exc
+        choice = self.broadcast(choice)
+        if isinstance(choice, CorruptCheckpoint):
+            raise choice
+        return choice
 
     def load(self, trainer, run_dir: Path) -> bool:
-        """Resume ``trainer`` from the run's checkpoint, whichever strategy and world size wrote it."""
-        path = find_checkpoint(run_dir)
+        """Resume ``trainer`` from the run's newest intact checkpoint, whichever strategy and world size wrote it."""
+        path = self.choose_checkpoint(run_dir)
         if path is None:
             return False
-        if path.name == CHECKPOINT:
+        if path.suffix == ".pt":
             state = torch.load(path, map_location=self.device, weights_only=True)
             if self.strategy == "fsdp":
                 self._set_full(trainer, state["model"], index_to_fqn(state["optimizer"]))

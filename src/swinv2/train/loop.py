@@ -17,12 +17,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import save_weights
+from ..checkpoint import check_compatible, save_weights
 from ..data import ClassificationData, batch_mixer, build_classification_data
+from ..errors import NonFiniteLossError
 from ..factory import create_model
 from ..models.config import to_pair
 from ..registry import get_config
-from .distributed import Distributed, find_checkpoint
+from .checkpoints import checkpoints
+from .distributed import Distributed
 from .optim import WarmupCosine
 from .recipe import TrainRecipe
 from .state import (
@@ -53,6 +55,18 @@ def autocast(device: torch.device, amp: str):
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on the CPU")
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def nonfinite_message(what: str, epoch: int, batch: int, batches: int, recipe) -> str:
+    """Where the run broke, what was kept, and the usual remedies."""
+    run_dir = Path(recipe.output or ".")
+    kept = checkpoints(run_dir)
+    last = f"the last good checkpoint is {kept[0]}" if kept else "no checkpoint was written yet"
+    return (
+        f"non-finite {what} at epoch {epoch}, batch {batch} of {batches}; stopped without saving this epoch "
+        f"({last}). Remedies: a lower --lr, gradient clipping (--clip-grad 5), --amp bf16 instead of fp16, "
+        f"then --resume {run_dir}; or --skip-nonfinite to skip such steps and count them."
+    )
 
 
 def build_data(recipe: TrainRecipe) -> ClassificationData:
@@ -158,6 +172,7 @@ class Trainer:
             self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
         self.mixer = batch_mixer(len(data.classes), recipe.mixup, recipe.cutmix)
         self.epoch = 0
+        self.skipped_steps = 0  # this epoch's steps skipped for a non-finite loss or gradient
 
     def build_model(self) -> nn.Module:
         return build_model(self.recipe, self.data)
@@ -201,6 +216,7 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        check_compatible(self.module.state_dict(), state["model"], "the checkpoint's model")
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.load_extra_state(state)
@@ -230,6 +246,7 @@ class Trainer:
         loader = self._loader(self.data.train, shuffle=True, seed=epoch_seed)
         model.train()
         total_loss, seen, start = 0.0, 0, time.perf_counter()
+        self.skipped_steps = 0
         bar = tqdm(
             total=len(self.data.train),
             unit="img",
@@ -245,23 +262,53 @@ class Trainer:
                 images = self.data.train_batch_transform(images)
             share = self.dist.share(i, labels, len(self.data.train), r.batch_size)
             loss = self.loss(images, share.labels)
-            # weight 1 in one process; over ranks, the average gradient is the one-process mean gradient
-            self.scaler.scale(loss * share.weight / r.accum_steps).backward()
+            value = loss.item()
+            if self._nonfinite(value, f"loss {value}", i, len(loader)):
+                pass  # skipped (--skip-nonfinite): no backward; the step below uses the window's other batches
+            else:
+                # weight 1 in one process; over ranks, the average gradient is the one-process mean gradient
+                self.scaler.scale(loss * share.weight / r.accum_steps).backward()
+                total_loss += value * share.real
+                seen += share.real
             if (i + 1) % r.accum_steps == 0 or i + 1 == len(loader):
-                self._optimizer_step()
-            total_loss += loss.item() * share.real
-            seen += share.real
+                self._optimizer_step(i, len(loader))
             bar.update(share.batch)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", lr=f"{self.scheduler.lr:.2e}")
+            bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", lr=f"{self.scheduler.lr:.2e}")
         bar.close()
         total_loss, seen = self.dist.all_reduce_sum(total_loss, seen)
         self.epoch += 1
-        return {"train_loss": total_loss / seen, "seconds": time.perf_counter() - start, "images": int(seen)}
+        stats = {"train_loss": total_loss / seen if seen else math.nan, "seconds": time.perf_counter() - start}
+        stats["images"] = int(seen)
+        if r.skip_nonfinite:
+            stats["skipped_steps"] = self.skipped_steps
+        return stats
 
-    def _optimizer_step(self) -> None:
+    def _nonfinite(self, value: float, what: str, batch: int, batches: int) -> bool:
+        """True when ``value`` (on any rank) is NaN or Inf and ``--skip-nonfinite`` skips it; without the
+        flag, :class:`NonFiniteLossError` stops the run before anything of this epoch is saved."""
+        bad = not math.isfinite(value)
+        if self.dist.world > 1:  # every rank takes the same decision, or the collectives fall out of step
+            bad = self.dist.all_reduce_sum(float(bad))[0] > 0
+        if not bad:
+            return False
+        if self.recipe.skip_nonfinite:
+            self.skipped_steps += 1
+            return True
+        raise NonFiniteLossError(nonfinite_message(what, self.epoch + 1, batch + 1, batches, self.recipe))
+
+    def _optimizer_step(self, batch: int, batches: int) -> None:
+        if not any(p.grad is not None for group in self.optimizer.param_groups for p in group["params"]):
+            self.scheduler.step()  # every batch of the window was skipped: keep the schedule on time
+            return
         if self.recipe.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_grad)
+            norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_grad))
+            # with fp16 the grad scaler itself skips steps with Inf gradients (and lowers its scale)
+            if self.recipe.amp != "fp16" and self._nonfinite(norm, f"gradient norm {norm}", batch, batches):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.update()
+                self.scheduler.step()
+                return
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -281,7 +328,7 @@ class Trainer:
 def prepare_run_dir(recipe: TrainRecipe, resume: bool, main: bool = True) -> Path:
     """The run folder with the resolved recipe (written by the ``main`` process only)."""
     run_dir = Path(recipe.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    if not resume and find_checkpoint(run_dir) is not None:
+    if not resume and checkpoints(run_dir):
         raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --output")
     run_dir.mkdir(parents=True, exist_ok=True)
     recipe.output = str(run_dir)
@@ -320,9 +367,9 @@ def _fit(
     data = trainer_class.build_data(recipe)
     trainer = trainer_class(recipe, data, dist.device, dist)
     if resume and dist.load(trainer, run_dir):
-        if dist.is_main:
-            truncate_metrics(run_dir, trainer.epoch)
         say(f"resuming {run_dir} after epoch {trainer.epoch}")
+    if dist.is_main:
+        truncate_metrics(run_dir, trainer.epoch)
     n_params = sum(p.numel() for p in trainer.module.parameters())
     say(
         f"{recipe.model}: {n_params / 1e6:.2f}M params, {data.name}: {len(data.train)} train / {len(data.val)} val "
@@ -339,6 +386,8 @@ def _fit(
             append_metrics(run_dir, row)
         dist.save(trainer, run_dir)
         say(f"epoch {trainer.epoch}/{recipe.epochs}  {trainer.epoch_line(row)}", flush=True)
+        if row.get("skipped_steps"):
+            say(f"  skipped {row['skipped_steps']} step(s) with a non-finite loss or gradient (--skip-nonfinite)")
         done_now += 1
         if stop_after is not None and done_now >= stop_after and trainer.epoch < recipe.epochs:
             return None

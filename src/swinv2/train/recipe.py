@@ -26,7 +26,9 @@ class RecipeFile:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from .state import write_json  # atomic: a crash never leaves half a recipe behind
+
+        write_json(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path):
@@ -78,6 +80,7 @@ class TrainRecipe(RecipeFile):
     clip_grad: float = 5.0
     ema_decay: float = 0.0
     amp: str = "none"
+    skip_nonfinite: bool = False  # skip (and count) steps whose loss or gradient is NaN / Inf, not stop
     # run
     seed: int = 0
     device: str = "auto"

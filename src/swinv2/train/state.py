@@ -1,4 +1,4 @@
-"""The run folder: resolved recipe, metrics.jsonl, atomic training checkpoints, summary, curves."""
+"""The run folder: resolved recipe, metrics.jsonl, RNG states, summary, curves."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-CHECKPOINT = "checkpoint.pt"
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
@@ -47,19 +45,38 @@ def append_metrics(run_dir: Path, row: dict) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of ``metrics.jsonl``; a last line cut short by a crash mid-write is dropped."""
     path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # only the row being appended when the process died can be partial
+    return rows
 
 
 def truncate_metrics(run_dir: Path, epochs: int) -> None:
-    """On resume, forget metric rows of epochs that the checkpoint does not contain."""
+    """At the start (or resume) of a run, forget metric rows of epochs that its checkpoint does not hold:
+    a crash between appending an epoch's row and publishing its checkpoint would otherwise repeat it."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return
     rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epochs]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
 
 
 def write_json(path: Path, obj: dict) -> None:
+    """Atomically: temp file, fsync, rename."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

@@ -1,0 +1,169 @@
+"""A run's epoch checkpoints: atomic, checksummed, the last two kept, verified before a resume.
+
+Layout in the run folder: ``checkpoint-0007.pt`` (one file; single, ddp, zero, dense runs) with its digest
+in ``checkpoint-0007.pt.sha256``, or ``checkpoint-0007.dcp/`` (fsdp shards) with ``SHA256SUMS`` inside.
+Every checkpoint is first written under a ``.tmp`` name, fsynced and hashed; the digest is written
+before the rename that publishes the checkpoint, so a published checkpoint always has its digest and a
+crash at any moment leaves the previous checkpoints untouched. A resume takes the newest checkpoint whose
+bytes match their digest and warns about each one it had to pass over (truncated, bit-flipped, digest
+missing); when none is usable it refuses, rather than silently start from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("swinv2")
+
+KEEP = 2  # the newest checkpoint and the one before it, the fallback should the newest be damaged
+SUMS = "SHA256SUMS"
+_NAME = re.compile(r"^checkpoint-(\d{4,})\.(pt|dcp)$")
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint whose bytes do not match the digest written with it (or that has none)."""
+
+
+def checkpoint_name(epoch: int, kind: str = "pt") -> str:
+    return f"checkpoint-{epoch:04d}.{kind}"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_checkpoint(state: dict, run_dir: Path, epoch: int) -> Path:
+    """``state`` as ``checkpoint-<epoch>.pt``: temp file, fsync, digest, rename; older ones pruned."""
+    final = run_dir / checkpoint_name(epoch)
+    tmp = final.with_name(final.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    _write_text(_sidecar(final), f"{sha256_file(tmp)}  {final.name}\n")
+    os.replace(tmp, final)
+    _fsync_dir(run_dir)
+    prune(run_dir)
+    return final
+
+
+def seal_directory(tmp: Path, run_dir: Path, epoch: int) -> Path:
+    """Publish a fully written checkpoint directory ``tmp`` as ``checkpoint-<epoch>.dcp``."""
+    files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != SUMS)
+    _write_text(tmp / SUMS, "".join(f"{sha256_file(p)}  {p.relative_to(tmp)}\n" for p in files))
+    final = run_dir / checkpoint_name(epoch, "dcp")
+    if final.exists():  # the same epoch written again after a resume from an older checkpoint
+        shutil.rmtree(final)
+    tmp.rename(final)
+    _fsync_dir(run_dir)
+    prune(run_dir)
+    return final
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Published checkpoints of the run, newest epoch first."""
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found, key=lambda item: (item[0], item[1].stat().st_mtime), reverse=True)]
+
+
+def checkpoint_epoch(path: Path) -> int:
+    match = _NAME.match(path.name)
+    if match is None:
+        raise ValueError(f"{path.name} is not a checkpoint name (checkpoint-NNNN.pt or .dcp)")
+    return int(match.group(1))
+
+
+def verify(path: Path) -> None:
+    """Raise :class:`CorruptCheckpoint` unless every byte of ``path`` matches its recorded digest."""
+    if path.is_dir():
+        sums = path / SUMS
+        if not sums.is_file():
+            raise CorruptCheckpoint(f"{path.name}: no {SUMS}")
+        for line in sums.read_text().splitlines():
+            digest, name = line.split("  ", 1)
+            _check(path / name, digest)
+        return
+    sidecar = _sidecar(path)
+    if not sidecar.is_file():
+        raise CorruptCheckpoint(f"{path.name}: no {sidecar.name}")
+    _check(path, sidecar.read_text().split()[0] if sidecar.read_text().strip() else "")
+
+
+def _check(path: Path, digest: str) -> None:
+    if not path.is_file():
+        raise CorruptCheckpoint(f"{path} is missing")
+    actual = sha256_file(path)
+    if actual != digest:
+        size = path.stat().st_size
+        raise CorruptCheckpoint(f"{path.name} ({size} bytes) does not match its SHA-256 (truncated or corrupted)")
+
+
+def latest_valid(run_dir: Path) -> Path | None:
+    """The newest checkpoint that verifies, warning about each newer one passed over.
+
+    None when the run has no checkpoint yet; :class:`CorruptCheckpoint` when it has some and none verifies.
+    """
+    problems = []
+    for path in checkpoints(run_dir):
+        try:
+            verify(path)
+        except CorruptCheckpoint as exc:
+            problems.append(str(exc))
+            log.warning("checkpoint %s is unusable (%s); trying the previous one", path, exc)
+            continue
+        if problems:
+            log.warning("resuming from %s, the newest intact checkpoint", path.name)
+        return path
+    if problems:
+        raise CorruptCheckpoint(f"{run_dir}: no intact checkpoint ({'; '.join(problems)})")
+    return None
+
+
+def prune(run_dir: Path, keep: int = KEEP) -> None:
+    """Delete all but the ``keep`` newest checkpoints, and leftovers of interrupted writes."""
+    for old in checkpoints(run_dir)[keep:]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+            _sidecar(old).unlink(missing_ok=True)
+    published = {p.name for p in checkpoints(run_dir)}
+    for path in run_dir.glob("checkpoint-*"):
+        stale_tmp = path.name.endswith(".tmp")
+        orphan_digest = path.name.endswith(".sha256") and path.name[: -len(".sha256")] not in published
+        if stale_tmp or orphan_digest:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
