@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import NonFiniteLossError
+from .errors import NonFiniteLossError, RankLostError
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -254,6 +254,7 @@ TRAIN_FLAGS = {
         "gradients and state sharded); --batch-size stays the global batch",
     ),
     "meta_init": (_on_off, "on/off: with fsdp, build the model on the meta device and initialise it sharded"),
+    "dist_timeout": (float, "seconds a collective waits for the other ranks before the run stops (default 900)"),
 }
 
 
@@ -262,7 +263,7 @@ TRAIN_FLAGS = {
 # workers), which changes memory and time but not the numbers.
 RESUME_FLAGS = {
     "epochs", "lr", "min_lr", "clip_grad", "amp", "skip_nonfinite", "strategy", "meta_init",
-    "grad_checkpointing", "sequential_attention", "sequential_mlp", "device", "workers",
+    "grad_checkpointing", "sequential_attention", "sequential_mlp", "device", "workers", "dist_timeout",
 }  # fmt: skip
 
 
@@ -443,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"DST must end in .safetensors, got {args.dst!r}")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RankLostError) as exc:
         print(f"swinv2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

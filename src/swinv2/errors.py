@@ -3,3 +3,7 @@
 
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN or Inf; the run stopped with its last good checkpoint intact."""
+
+
+class RankLostError(RuntimeError):
+    """A collective of a distributed run failed or timed out: another rank died or hung."""

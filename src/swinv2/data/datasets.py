@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -48,6 +50,10 @@ class ClassificationData:
     val_batch_transform: Callable | None = None
 
 
+class UnreadableImage(ValueError):
+    """A file in a dataset that no image decoder reads (truncated, corrupted, not an image)."""
+
+
 def read_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
     """``(C, H, W)`` uint8 from any file PIL reads; grey, RGBA, palette and 16-bit images are converted
     (16-bit by scaling the brightest pixel to 255). ``ValueError`` for files that are not images."""
@@ -61,26 +67,77 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
                 img = Image.fromarray((arr * (255 / max(float(arr.max()), 1.0))).round().astype(np.uint8))
             array = np.array(img.convert("L" if channels == 1 else "RGB"))
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable image ({exc})") from exc
+        raise UnreadableImage(f"{path} is not a readable image ({exc})") from exc
     t = torch.from_numpy(array)
     return t[None] if channels == 1 else t.permute(2, 0, 1).contiguous()
 
 
 def image_folder(root: str | os.PathLike, split: str, transform: Callable | None, in_chans: int = 3) -> Dataset:
-    """``root/split/<class>/*`` as a dataset (torchvision's ImageFolder), with clear errors when empty."""
-    from torchvision.datasets import ImageFolder
-
+    """``root/split/<class>/*`` as a :class:`SkippingImageFolder`, with clear errors when empty."""
     directory = Path(root) / split
     if not directory.is_dir():
         raise FileNotFoundError(f"expected an image folder at {directory} (layout DIR/{split}/<class>/<image>)")
     empty = [d.name for d in sorted(directory.iterdir()) if d.is_dir() and not any(p.is_file() for p in d.rglob("*"))]
     if empty:
         raise ValueError(f"{directory}: class folder(s) with no files: {', '.join(empty)}")
-
-    def load(path: str) -> torch.Tensor:
-        return read_image(path, 1 if in_chans == 1 else 3)
-
     try:
-        return ImageFolder(str(directory), transform=transform, loader=load)
+        return SkippingImageFolder(str(directory), transform, 1 if in_chans == 1 else 3)
     except FileNotFoundError as exc:  # torchvision's message for "no valid images"
         raise ValueError(f"{directory}: {exc}") from exc
+
+
+class SkippingImageFolder(ImageFolder):
+    """torchvision's ImageFolder that yields None for a file it cannot decode, and marks it.
+
+    The loaders' :class:`ReadableCollate` drops the None; the training loop collects the marks (kept in
+    shared memory, so loader workers' marks count too) with :meth:`take_unreadable` and reports them.
+    """
+
+    def __init__(self, root: str, transform: Callable | None, channels: int):
+        super().__init__(root, transform=transform, loader=partial(read_image, channels=channels))
+        self.unreadable = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
+
+    def __getitem__(self, index: int):
+        try:
+            return super().__getitem__(index)
+        except UnreadableImage:
+            self.unreadable[index] = True
+            return None
+
+    def take_unreadable(self) -> list[str]:
+        """Paths of the files found unreadable since the last call."""
+        found = self.unreadable.nonzero().flatten().tolist()
+        self.unreadable.zero_()
+        return [self.samples[i][0] for i in found]
+
+
+def take_unreadable(dataset: Dataset) -> list[str]:
+    """Unreadable files met in ``dataset`` (through Subset wrappers) since the last call; [] for others."""
+    while not hasattr(dataset, "take_unreadable") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    return dataset.take_unreadable() if hasattr(dataset, "take_unreadable") else []
+
+
+class ReadableCollate:
+    """Batches of the samples that could be read. A batch of nothing but unreadable files becomes one
+    padding sample (the dataset's first readable one, label -1) that the loop gives zero weight, so that
+    every rank of a distributed run still takes part in each step."""
+
+    def __init__(self, dataset: Dataset, pad_label: int = -1):
+        self.dataset, self.pad_label = dataset, pad_label
+
+    def __call__(self, batch: list):
+        from torch.utils.data import default_collate
+
+        kept = [sample for sample in batch if sample is not None]
+        if not kept:
+            kept = [(first_readable(self.dataset)[0], self.pad_label)]
+        return default_collate(kept)
+
+
+def first_readable(dataset: Dataset):
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        if sample is not None:
+            return sample
+    raise ValueError("no file of the dataset could be read")

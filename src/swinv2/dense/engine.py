@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import read_checkpoint, save_weights
-from ..train.checkpoints import latest_valid, write_checkpoint
-from ..train.loop import autocast, prepare_run_dir, resolve_device
+from ..checkpoint import check_compatible, read_checkpoint, save_weights
+from ..train.checkpoints import latest_valid, load_state, write_checkpoint
+from ..train.loop import autocast, check_device, check_run_dir, create_run_dir, resolve_device
 from ..train.optim import WarmupCosine, build_optimizer
 from ..train.state import append_metrics, plot_curves, read_metrics, seed_everything, truncate_metrics, write_json
 from .recipe import DenseRecipe
@@ -66,6 +66,7 @@ class DenseRun:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        check_compatible(self.model.state_dict(), state["model"], "the checkpoint's model")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -113,11 +114,14 @@ def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None 
     Returns the summary, or None when ``stop_after`` epochs ended this invocation early.
     """
     wall = time.perf_counter()
-    run_dir = prepare_run_dir(recipe, resume)
+    run_dir = check_run_dir(recipe, resume)
+    device = resolve_device(recipe.device)
+    check_device(recipe, device)
     seed_everything(recipe.seed)
-    run = DenseRun(recipe, resolve_device(recipe.device))
+    run = DenseRun(recipe, device)
+    create_run_dir(recipe)
     if resume and (checkpoint := latest_valid(run_dir)) is not None:
-        run.load_state_dict(torch.load(checkpoint, map_location=run.device, weights_only=True))
+        run.load_state_dict(load_state(checkpoint, run.device))
         print(f"resuming {run_dir} after epoch {run.epoch}")
     truncate_metrics(run_dir, run.epoch)
     params = sum(p.numel() for p in run.model.parameters())

@@ -132,6 +132,20 @@ def _check(path: Path, digest: str) -> None:
         raise CorruptCheckpoint(f"{path.name} ({size} bytes) does not match its SHA-256 (truncated or corrupted)")
 
 
+def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A training checkpoint's contents, read with ``weights_only=True``: a file that tries to build
+    anything but tensors and plain containers is refused before any of its code can run."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"{path}: refused, not a weights-only training checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise ValueError(f"{path}: not a training checkpoint of this project (no model and epoch)")
+    return state
+
+
 def latest_valid(run_dir: Path) -> Path | None:
     """The newest checkpoint that verifies, warning about each newer one passed over.
 

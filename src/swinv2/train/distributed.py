@@ -23,6 +23,7 @@ Design:
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import math
 import os
@@ -40,7 +41,15 @@ import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from .checkpoints import CorruptCheckpoint, checkpoint_name, latest_valid, seal_directory, write_checkpoint
+from ..data.datasets import ReadableCollate, first_readable
+from .checkpoints import (
+    CorruptCheckpoint,
+    checkpoint_name,
+    latest_valid,
+    load_state,
+    seal_directory,
+    write_checkpoint,
+)
 from .optim import build_optimizer
 from .recipe import TrainRecipe
 from .state import atomic_torch_save
@@ -91,7 +100,7 @@ class Padded(Dataset):
 
     def __getitem__(self, index: int):
         if index == PAD:
-            return self.dataset[0][0], PAD
+            return first_readable(self.dataset)[0], PAD
         return self.dataset[index]
 
 
@@ -172,7 +181,7 @@ class Distributed:
 
     # --------------------------------------------------------------------------------- process group
     @classmethod
-    def setup(cls, strategy: str, device: torch.device) -> Distributed:
+    def setup(cls, strategy: str, device: torch.device, timeout_s: float = 900.0) -> Distributed:
         """Read torchrun's environment and start the process group the strategy needs.
 
         ddp and zero in one process run as single (the same numbers, without a group); fsdp in one process
@@ -195,7 +204,9 @@ class Distributed:
         if owns:
             backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
             if "MASTER_ADDR" in os.environ:
-                tdist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+                # a collective that waits longer than the timeout (a rank hung or gone) raises instead of hanging
+                timeout = datetime.timedelta(seconds=timeout_s)
+                tdist.init_process_group(backend, device_id=device if device.type == "cuda" else None, timeout=timeout)
             else:  # fsdp in a plain process: a group of one
                 tdist.init_process_group(backend, store=tdist.HashStore(), rank=0, world_size=1)
         return cls(strategy, device, tdist.get_rank(), tdist.get_world_size(), owns)
@@ -315,16 +326,29 @@ class Distributed:
     ) -> DataLoader:
         """Batches of ``batch_size`` (global) in one process; this rank's slices of them in several."""
         if self.world == 1:
-            return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, **kwargs)
+            collate = ReadableCollate(dataset)
+            return DataLoader(dataset, batch_size, shuffle, generator=generator, collate_fn=collate, **kwargs)
         sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         batches = RankBatches(sampler, batch_size, self.rank, self.world)
         seed_worker = partial(_seed_worker, rank=self.rank)
         dataset = Padded(dataset)
-        return DataLoader(dataset, batch_sampler=batches, generator=generator, worker_init_fn=seed_worker, **kwargs)
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            generator=generator,
+            worker_init_fn=seed_worker,
+            collate_fn=ReadableCollate(dataset, PAD),
+            **kwargs,
+        )
 
     def share(self, step: int, labels: torch.Tensor, total: int, batch_size: int) -> Share:
-        """This rank's part of global batch ``step`` of a ``total``-sample epoch, and its loss weight."""
+        """This rank's part of global batch ``step`` of a ``total``-sample epoch, and its loss weight.
+
+        A padding sample (label -1) stands in for a batch of unreadable files: it has weight 0.
+        """
         if self.world == 1:
+            if labels.ndim == 1 and len(labels) == 1 and labels[0] == PAD:
+                return Share(labels.clamp_min(0), 0, 0.0, 1)
             return Share(labels, len(labels), 1.0, len(labels))
         batch = min(batch_size, total - step * batch_size)
         real = int((labels >= 0).sum())
@@ -376,7 +400,7 @@ class Distributed:
         if path is None:
             return False
         if path.suffix == ".pt":
-            state = torch.load(path, map_location=self.device, weights_only=True)
+            state = load_state(path, self.device)
             if self.strategy == "fsdp":
                 self._set_full(trainer, state["model"], index_to_fqn(state["optimizer"]))
                 trainer.load_extra_state(state)

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from ..checkpoint import check_compatible, save_weights
 from ..data import ClassificationData, batch_mixer, build_classification_data
-from ..errors import NonFiniteLossError
+from ..data.datasets import take_unreadable
+from ..errors import NonFiniteLossError, RankLostError
 from ..factory import create_model
 from ..models.config import to_pair
 from ..registry import get_config
@@ -265,6 +266,8 @@ class Trainer:
             value = loss.item()
             if self._nonfinite(value, f"loss {value}", i, len(loader)):
                 pass  # skipped (--skip-nonfinite): no backward; the step below uses the window's other batches
+            elif share.real == 0 and self.dist.world == 1:
+                pass  # nothing readable in this batch (counted by the dataset)
             else:
                 # weight 1 in one process; over ranks, the average gradient is the one-process mean gradient
                 self.scaler.scale(loss * share.weight / r.accum_steps).backward()
@@ -316,6 +319,12 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.module)
 
+    def take_unreadable(self) -> tuple[int, list[str]]:
+        """Files of the training and evaluation sets that could not be read since the last call: the
+        count over all ranks, and this rank's paths."""
+        paths = take_unreadable(self.data.train) + take_unreadable(self.data.val)
+        return int(self.dist.all_reduce_sum(float(len(paths)))[0]), paths
+
     def evaluate(self) -> dict:
         loader = self._loader(self.data.val, shuffle=False)
         transform = self.data.val_batch_transform
@@ -325,16 +334,29 @@ class Trainer:
         return finish(run_dir, self.recipe, self, self.data, wall_start)
 
 
-def prepare_run_dir(recipe: TrainRecipe, resume: bool, main: bool = True) -> Path:
-    """The run folder with the resolved recipe (written by the ``main`` process only)."""
+def check_run_dir(recipe: TrainRecipe, resume: bool) -> Path:
+    """The run folder (``recipe.output``, else a timestamped one), refusing to start over a saved run.
+    Creates nothing: a run that fails validation leaves no folder behind."""
     run_dir = Path(recipe.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     if not resume and checkpoints(run_dir):
         raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --output")
-    run_dir.mkdir(parents=True, exist_ok=True)
     recipe.output = str(run_dir)
+    return run_dir
+
+
+def create_run_dir(recipe: TrainRecipe, main: bool = True) -> Path:
+    """Create the run folder with the resolved recipe (written by the ``main`` process only)."""
+    run_dir = Path(recipe.output)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         recipe.save(run_dir / "config.json")
     return run_dir
+
+
+def check_device(recipe: TrainRecipe, device: torch.device) -> None:
+    """Flags that need a device this run does not have, refused before any work."""
+    if recipe.amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"--amp fp16 needs a CUDA device (this run is on {device}); use --amp bf16 or none")
 
 
 def fit(
@@ -351,8 +373,24 @@ def fit(
     ``recipe.strategy`` spreads the run over the processes; rank 0 alone prints and writes the folder,
     and every rank returns the same value.
     """
-    with Distributed.setup(recipe.strategy, resolve_device(recipe.device)) as dist:
-        return _fit(recipe, dist, resume, stop_after, progress and dist.is_main, trainer_class)
+    with Distributed.setup(recipe.strategy, resolve_device(recipe.device), recipe.dist_timeout) as dist:
+        try:
+            return _fit(recipe, dist, resume, stop_after, progress and dist.is_main, trainer_class)
+        except RuntimeError as exc:
+            if dist.world == 1 or isinstance(exc, NonFiniteLossError):
+                raise
+            raise RankLostError(rank_lost_message(exc, dist.rank, recipe)) from exc
+
+
+def rank_lost_message(exc: Exception, rank: int, recipe: TrainRecipe) -> str:
+    run_dir = Path(recipe.output or ".")
+    kept = checkpoints(run_dir)
+    last = f"the last checkpoint is {kept[0]}" if kept else "no checkpoint was written yet"
+    return (
+        f"rank {rank} stopped: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}. Another rank most likely "
+        f"died (killed, out of memory, node lost) or hung past --dist-timeout ({recipe.dist_timeout:.0f} s); "
+        f"{last}. Restart with --resume {run_dir}, at this or another world size."
+    )
 
 
 def _fit(
@@ -361,11 +399,13 @@ def _fit(
     wall_start = time.perf_counter()
     if recipe.output is None:  # one timestamp for all ranks
         recipe.output = dist.broadcast(f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = prepare_run_dir(recipe, resume, dist.is_main)
+    run_dir = check_run_dir(recipe, resume)
+    check_device(recipe, dist.device)
     say = print if dist.is_main else lambda *a, **k: None
     seed_everything(recipe.seed)
-    data = trainer_class.build_data(recipe)
+    data = trainer_class.build_data(recipe)  # bad paths, names and sizes fail here, before the folder exists
     trainer = trainer_class(recipe, data, dist.device, dist)
+    create_run_dir(recipe, dist.is_main)
     if resume and dist.load(trainer, run_dir):
         say(f"resuming {run_dir} after epoch {trainer.epoch}")
     if dist.is_main:
@@ -382,16 +422,30 @@ def _fit(
         metrics = trainer.evaluate()
         row = {"epoch": trainer.epoch, "lr": trainer.scheduler.lr, **stats, **metrics}
         row["img_per_s"] = stats["images"] / stats["seconds"]
+        unreadable = trainer.take_unreadable()
+        if unreadable[0]:
+            row["unreadable_files"] = unreadable[0]
         if dist.is_main:
             append_metrics(run_dir, row)
         dist.save(trainer, run_dir)
         say(f"epoch {trainer.epoch}/{recipe.epochs}  {trainer.epoch_line(row)}", flush=True)
-        if row.get("skipped_steps"):
-            say(f"  skipped {row['skipped_steps']} step(s) with a non-finite loss or gradient (--skip-nonfinite)")
+        for line in _epoch_notes(row, unreadable[1]):
+            say(line)
         done_now += 1
         if stop_after is not None and done_now >= stop_after and trainer.epoch < recipe.epochs:
             return None
     return dist.broadcast(trainer.finish(run_dir, wall_start))
+
+
+def _epoch_notes(row: dict, unreadable: list[str]) -> list[str]:
+    """What an epoch skipped: unreadable files (train and evaluation) and non-finite steps."""
+    notes = []
+    if row.get("unreadable_files"):
+        shown = ", ".join(unreadable[:5]) + (f" (+{len(unreadable) - 5} more)" if len(unreadable) > 5 else "")
+        notes.append(f"  skipped {row['unreadable_files']} unreadable file(s) this epoch: {shown}")
+    if row.get("skipped_steps"):
+        notes.append(f"  skipped {row['skipped_steps']} step(s) with a non-finite loss or gradient (--skip-nonfinite)")
+    return notes
 
 
 def finish(

@@ -16,6 +16,28 @@ from pathlib import Path
 from ..data.transforms import CROPS
 
 AMP_MODES = ("none", "bf16", "fp16")
+INF = float("inf")
+RANGES = (  # field, lowest, highest, highest included
+    ("epochs", 1, INF, True),
+    ("batch_size", 1, INF, True),
+    ("accum_steps", 1, INF, True),
+    ("train_limit", 1, INF, True),
+    ("val_limit", 1, INF, True),
+    ("labels_per_class", 1, INF, True),
+    ("workers", 0, INF, True),
+    ("min_lr", 0, INF, True),
+    ("warmup_epochs", 0, INF, True),
+    ("weight_decay", 0, INF, True),
+    ("clip_grad", 0, INF, True),
+    ("label_smoothing", 0, 1, False),
+    ("mixup", 0, INF, True),
+    ("cutmix", 0, INF, True),
+    ("hflip", 0, 1, True),
+    ("random_erasing", 0, 1, True),
+    ("randaugment", 0, 30, True),
+    ("drop_path", 0, 1, False),
+    ("dist_timeout", 1, INF, True),
+)
 STRATEGIES = ("single", "ddp", "zero", "fsdp")  # see swinv2.train.distributed
 
 
@@ -87,6 +109,7 @@ class TrainRecipe(RecipeFile):
     output: str | None = None
     strategy: str = "single"  # under torchrun: ddp, zero (ZeRO-1 optimiser sharding) or fsdp (FSDP2)
     meta_init: bool | None = None  # fsdp: build on the meta device (None: above 500M parameters)
+    dist_timeout: float = 900.0  # seconds a collective waits for the other ranks before the run stops
 
     def __post_init__(self) -> None:
         # Short Fashion-MNIST schedules learn faster without translation or flips (+6 points top-1 after
@@ -99,9 +122,7 @@ class TrainRecipe(RecipeFile):
             raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        for name in ("epochs", "batch_size", "accum_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_ranges()
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.ema_decay and not 0 < self.ema_decay < 1:
@@ -109,6 +130,18 @@ class TrainRecipe(RecipeFile):
         self._check_strategy()
         if self.pretrained_window_sizes is not None:
             self.pretrained_window_sizes = tuple(self.pretrained_window_sizes)
+
+    def _check_ranges(self) -> None:
+        """Numbers outside their meaningful range are refused by name, before any work starts."""
+        for name, low, high, closed_high in RANGES:
+            value = getattr(self, name, None)
+            if value is None:
+                continue
+            if value < low or (value > high if closed_high else value >= high):
+                bound = "" if high == INF else f" and {'<=' if closed_high else '<'} {high}"
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {low}{bound}, got {value}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
 
     def _check_strategy(self) -> None:
         if self.strategy not in STRATEGIES:

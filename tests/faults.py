@@ -1,0 +1,166 @@
+"""Fault injection for the reliability tests and ``tests/fault_campaign.py``: real ``swinv2 train`` processes
+killed with SIGKILL at random moments and resumed, damaged checkpoints, hostile pickles, broken images.
+
+Every process runs with one thread, so that a resumed run can be compared with an uninterrupted one bit
+for bit (float reductions depend on the thread count).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# A short run of the default model: ~2 s an epoch on one thread, checkpoints every epoch.
+TRAIN_FLAGS = ["--train-limit", "1536", "--val-limit", "256", "--epochs", "3", "--batch-size", "64"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def train_command(output: Path, flags: list[str] = TRAIN_FLAGS) -> list[str]:
+    return [sys.executable, "-m", "swinv2", "train", *flags, "--output", str(output), "--no-progress"]
+
+
+def restart_command(output: Path, flags: list[str] = TRAIN_FLAGS) -> list[str]:
+    """``--resume`` once the run folder holds its recipe; before that, the first command again."""
+    if (output / "config.json").is_file():
+        return [sys.executable, "-m", "swinv2", "train", "--resume", str(output), "--no-progress"]
+    return train_command(output, flags)
+
+
+def run(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def run_killed(command: list[str], after: float) -> bool:
+    """Start ``command`` and SIGKILL it ``after`` seconds later; False when it finished first."""
+    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=after)
+        return False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return True
+
+
+def train_with_kills(output: Path, kill_times: list[float], flags: list[str] = TRAIN_FLAGS) -> dict:
+    """Kill the run at each of ``kill_times`` (seconds after each (re)start), then let it finish.
+
+    Returns the summary, the kills that landed and what was on disk at each restart.
+    """
+    landed, seen = 0, []
+    for after in kill_times:
+        seen.append(sorted(p.name for p in output.glob("checkpoint-*")) if output.is_dir() else [])
+        landed += run_killed(restart_command(output, flags), after)
+    done = run(restart_command(output, flags))
+    if done.returncode != 0:
+        raise RuntimeError(f"the final resume failed:\n{done.stdout}\n{done.stderr}")
+    summary = json.loads((output / "summary.json").read_text())
+    return {"summary": summary, "kills": landed, "on_disk": seen, "stdout": done.stdout, "stderr": done.stderr}
+
+
+def kill_schedule(seed: int, kills: int, span: float) -> list[float]:
+    """``kills`` moments spread uniformly over ``span`` seconds of a run's life (start-up included)."""
+    rng = random.Random(seed)
+    return [rng.uniform(0.2, span) for _ in range(kills)]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a), load_file(b)
+    return wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
+
+
+# ------------------------------------------------------------------------------------ damaged files
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_byte(path: Path, seed: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    data[random.Random(seed).randrange(len(data))] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+DAMAGES = {"truncated": truncate, "bit flip": flip_byte, "empty": empty}
+
+
+class CreatesFile:
+    """A pickle payload that would create ``target`` when unpickled by a trusting loader."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+class RunsShell:
+    """A pickle payload that would run a shell command creating ``target``."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def malicious_checkpoint(path: Path, payload: object) -> None:
+    """A torch zip checkpoint whose pickle calls ``payload``'s reducer (what a hostile upload looks like)."""
+    import torch
+
+    torch.save({"model": {"patch_embed.proj.weight": payload}, "epoch": 1}, path)
+
+
+# ------------------------------------------------------------------------------------- image folders
+def broken_image_folder(root: Path, per_class: int = 12, size: int = 32) -> dict[str, int]:
+    """``root/{train,val}/<class>/`` of small PNGs in several modes, plus broken files in train/.
+
+    Returns how many files of each kind of damage were planted.
+    """
+    rng = np.random.default_rng(0)
+    modes = ["L", "RGB", "RGBA", "I;16", "P"]
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                base = 60 if cls == "a" else 190
+                pixels = np.clip(rng.normal(base, 20, (size, size)), 0, 255)
+                mode = modes[i % len(modes)]
+                if mode == "I;16":
+                    Image.fromarray((pixels * 256).astype(np.uint16)).save(folder / f"{i}.png")
+                else:
+                    Image.fromarray(pixels.astype(np.uint8), "L").convert(mode).save(folder / f"{i}.png")
+    train_a = root / "train" / "a"
+    good = io.BytesIO()
+    Image.fromarray(np.zeros((size, size), np.uint8)).save(good, format="JPEG")
+    (train_a / "truncated.jpg").write_bytes(good.getvalue()[: len(good.getvalue()) // 3])
+    (train_a / "not_an_image.png").write_text("this is text, not a PNG\n")
+    (train_a / "empty.jpg").write_bytes(b"")
+    (root / "train" / "b" / "garbage.jpeg").write_bytes(bytes(np.random.default_rng(1).integers(0, 256, 500, np.uint8)))
+    (root / "val" / "b" / "cut.png").write_bytes((root / "val" / "b" / "1.png").read_bytes()[:40])
+    return {"truncated JPEG": 1, "text named .png": 1, "empty file": 1, "random bytes": 1, "truncated PNG (val)": 1}
+
+
+def wait_for(predicate, timeout: float, every: float = 0.1) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
