@@ -164,3 +164,48 @@ def wait_for(predicate, timeout: float, every: float = 0.1) -> bool:
             return True
         time.sleep(every)
     return False
+
+
+# ----------------------------------------------------------------------------------------- ranks
+DIST_FLAGS = ["--strategy", "ddp", "--train-limit", "1536", "--val-limit", "256", "--epochs", "4", "--batch-size", "64"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_ranks(args: list[str], world: int = 2) -> list[subprocess.Popen]:
+    """``world`` processes of ``python -m swinv2 ARGS`` wired up by environment, as a cluster launcher
+    (srun, mpirun) would start them: no torchrun agent watches over them."""
+    port, procs = free_port(), []
+    for rank in range(world):
+        env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank)}
+        env.update(LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+        command = [sys.executable, "-m", "swinv2", *args]
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def torchrun(args: list[str], world: int = 2) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world)]
+    command += ["-m", "swinv2", *args]
+    return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def child_with_rank(parent: int, rank: int) -> int:
+    """The pid of ``parent``'s child process whose environment says RANK=``rank``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    raise LookupError(f"no child of {parent} with RANK={rank}")

@@ -1,0 +1,443 @@
+"""Fault injection: killed and resumed runs, damaged checkpoints, hostile pickles, broken data, NaN losses,
+lost ranks and bad command lines. Each fault must end in the uninterrupted result or in a clear error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from faults import (
+    DAMAGES,
+    DIST_FLAGS,
+    CreatesFile,
+    RunsShell,
+    broken_image_folder,
+    child_with_rank,
+    flip_byte,
+    kill_schedule,
+    launch_ranks,
+    malicious_checkpoint,
+    run,
+    same_weights,
+    torchrun,
+    train_command,
+    train_with_kills,
+    wait_for,
+)
+from helpers import needs_fmnist
+from swinv2 import create_model
+from swinv2.checkpoint import check_compatible, load_state_dict_into, read_checkpoint
+from swinv2.cli import TRAIN_FLAGS, build_parser, main, resume_recipe
+from swinv2.data.datasets import ReadableCollate, read_image
+from swinv2.errors import NonFiniteLossError
+from swinv2.train import TrainRecipe, fit
+from swinv2.train.checkpoints import CorruptCheckpoint, checkpoints, sha256_file, verify
+from swinv2.train.distributed import Distributed
+from swinv2.train.loop import Trainer
+from swinv2.train.state import read_metrics
+
+TINY = {"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "cpb_hidden": 32}
+
+
+def recipe(output: Path, **kw) -> TrainRecipe:
+    base = dict(
+        model="swinv2_nano_window7_28",
+        model_overrides=TINY,
+        train_limit=256,
+        val_limit=128,
+        epochs=3,
+        batch_size=32,
+        lr=1.6e-2,
+        warmup_epochs=0.5,
+        output=str(output),
+    )
+    return TrainRecipe(**{**base, **kw})
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def assert_same_result(run_dir: Path, ref: Path) -> None:
+    a, b = summary(run_dir), summary(ref)
+    print(f"{run_dir.name}: top1 {a['top1']} vs {b['top1']}, loss {a['final_train_loss']} vs {b['final_train_loss']}")
+    assert a["top1"] == b["top1"] and a["final_train_loss"] == b["final_train_loss"]
+    assert same_weights(run_dir / "model.safetensors", ref / "model.safetensors")
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [r["epoch"] for r in read_metrics(ref)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted in-process run every damaged-and-resumed run must repeat exactly."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    fit(recipe(out), progress=False)
+    return out
+
+
+# ------------------------------------------------------------------------------------ kill -9, resume
+@needs_fmnist
+def test_kill9_at_random_moments_then_resume_repeats_the_uninterrupted_run(tmp_path):
+    start = time.monotonic()
+    ref = run(train_command(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    span = time.monotonic() - start  # kills spread over a whole run's life, start-up and saves included
+    landed = 0
+    for seed in (1, 2, 3):
+        out = tmp_path / f"seed{seed}"
+        result = train_with_kills(out, kill_schedule(seed, 2, span))
+        landed += result["kills"]
+        print(f"seed {seed}: {result['kills']} kill(s) landed; on disk at each restart: {result['on_disk']}")
+        assert_same_result(out, tmp_path / "ref")
+        assert not list(out.glob("*.tmp"))
+    assert landed >= 3  # the schedule really interrupted runs
+
+
+# ------------------------------------------------------------------------------ damaged checkpoints
+@needs_fmnist
+@pytest.mark.parametrize("damage", [*DAMAGES, "digest missing"])
+def test_damaged_newest_checkpoint_is_detected_and_the_previous_one_resumed(tmp_path, reference, damage, caplog):
+    out = tmp_path / "run"
+    fit(recipe(out), stop_after=2, progress=False)
+    newest = out / "checkpoint-0002.pt"
+    if damage == "digest missing":
+        (out / "checkpoint-0002.pt.sha256").unlink()
+    else:
+        DAMAGES[damage](newest)
+    with caplog.at_level(logging.WARNING, logger="swinv2"):
+        fit(TrainRecipe.load(out / "config.json"), resume=True, progress=False)
+    assert "checkpoint-0002.pt is unusable" in caplog.text
+    assert "resuming from checkpoint-0001.pt" in caplog.text
+    assert_same_result(out, reference)
+
+
+@needs_fmnist
+def test_no_intact_checkpoint_is_a_clear_error_not_a_silent_restart(tmp_path):
+    out = tmp_path / "run"
+    fit(recipe(out), stop_after=2, progress=False)
+    for path in checkpoints(out):
+        flip_byte(path)
+    rows = (out / "metrics.jsonl").read_text()
+    with pytest.raises(CorruptCheckpoint, match="no intact checkpoint"):
+        fit(TrainRecipe.load(out / "config.json"), resume=True, progress=False)
+    assert (out / "metrics.jsonl").read_text() == rows  # nothing was trained or overwritten
+
+
+@needs_fmnist
+def test_damaged_sharded_checkpoint_falls_back_too(tmp_path, caplog):
+    out = tmp_path / "run"
+    fit(recipe(out, strategy="fsdp"), stop_after=2, progress=False)
+    shard = sorted((out / "checkpoint-0002.dcp").glob("*.distcp"))[0]
+    flip_byte(shard)
+    with pytest.raises(CorruptCheckpoint, match="does not match its SHA-256"):
+        verify(out / "checkpoint-0002.dcp")
+    with caplog.at_level(logging.WARNING, logger="swinv2"):
+        fit(TrainRecipe.load(out / "config.json"), resume=True, progress=False)
+    assert "checkpoint-0002.dcp is unusable" in caplog.text
+    assert [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
+
+
+@needs_fmnist
+def test_leftovers_of_an_interrupted_write_are_ignored_and_cleaned(tmp_path, reference, caplog):
+    out = tmp_path / "run"
+    fit(recipe(out), stop_after=2, progress=False)
+    # killed mid-save of epoch 3: a partial temp file and its digest; killed mid-append of a metrics row
+    (out / "checkpoint-0003.pt.tmp").write_bytes(b"PK\x03\x04 partial")
+    (out / "checkpoint-0003.pt.sha256").write_text("0" * 64 + "  checkpoint-0003.pt\n")
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 3, "train_lo')
+    with caplog.at_level(logging.WARNING, logger="swinv2"):
+        fit(TrainRecipe.load(out / "config.json"), resume=True, progress=False)
+    assert "unusable" not in caplog.text
+    assert_same_result(out, reference)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [
+        "checkpoint-0002.pt",
+        "checkpoint-0002.pt.sha256",
+        "checkpoint-0003.pt",
+        "checkpoint-0003.pt.sha256",
+    ]
+
+
+# --------------------------------------------------------------------------------- untrusted files
+@pytest.mark.parametrize("payload", [CreatesFile, RunsShell])
+def test_malicious_pickles_are_refused_and_their_payload_never_runs(tmp_path, payload, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    malicious_checkpoint(evil, payload(str(marker)))
+    torch.load(evil, weights_only=False)  # a trusting loader runs the payload: the fault is real
+    assert marker.exists()
+    marker.unlink()
+
+    with pytest.raises(ValueError, match="weights-only"):
+        read_checkpoint(evil)
+    with pytest.raises(ValueError, match="weights-only"):
+        create_model("swinv2_pico_window7_28", pretrained=evil)
+    assert main(["convert", str(evil), str(tmp_path / "out.safetensors")]) == 2
+    assert main(["predict", str(evil), str(evil)]) == 2
+    # planted in a run folder as its newest checkpoint, digest and all
+    out = tmp_path / "run"
+    fit(recipe(out, train_limit=64, val_limit=32, epochs=2), stop_after=1, progress=False)
+    planted = out / "checkpoint-0005.pt"
+    malicious_checkpoint(planted, payload(str(marker)))
+    (out / "checkpoint-0005.pt.sha256").write_text(f"{sha256_file(planted)}  checkpoint-0005.pt\n")
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 2
+    assert "refused, not a weights-only training checkpoint" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_wrong_shapes_and_dtypes_are_refused_before_anything_is_copied():
+    model = create_model("swinv2_pico_window7_28")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = dict(create_model("swinv2_pico_window7_28").state_dict())
+    bad["norm.weight"] = bad["norm.weight"].to(torch.int64)
+    bad["stages.0.blocks.0.mlp.fc1.weight"] = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match=r"norm.weight dtype torch.int64.*|mlp.fc1.weight \(3, 3\)"):
+        load_state_dict_into(model, bad, strict=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    other = create_model("swinv2_nano_window7_28").state_dict()
+    with pytest.raises(ValueError, match=r"does not fit this model: .*patch_embed"):
+        check_compatible(model.state_dict(), other, "the checkpoint's model")
+
+
+def test_broken_safetensors_is_a_clear_error(tmp_path):
+    path = tmp_path / "w.safetensors"
+    from swinv2.checkpoint import save_weights
+
+    save_weights(create_model("swinv2_pico_window7_28"), path)
+    data = bytearray(path.read_bytes())
+    data[:8] = (10**9).to_bytes(8, "little")  # a header length far past the end of the file
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        read_checkpoint(path)
+
+
+# -------------------------------------------------------------------------------------------- data
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unreadable_files_are_skipped_counted_and_reported(tmp_path, workers, capsys):
+    planted = broken_image_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    data = {"data": str(tmp_path / "data"), "img_size": 28, "train_limit": None, "val_limit": None}
+    result = fit(recipe(out, **data, epochs=2, batch_size=8, workers=workers), progress=False)
+    rows = read_metrics(out)
+    assert [row["unreadable_files"] for row in rows] == [sum(planted.values())] * 2
+    printed = capsys.readouterr().out
+    assert f"skipped {sum(planted.values())} unreadable file(s) this epoch" in printed
+    for name in ("truncated.jpg", "not_an_image.png", "empty.jpg", "garbage.jpeg", "cut.png"):
+        assert name in printed
+    assert result["train_images"] == 24 + 4 and rows[-1]["images"] == 24  # every readable image trained
+
+
+def test_grey_rgba_palette_and_16_bit_images_are_converted(tmp_path):
+    broken_image_folder(tmp_path)
+    for i, mode in enumerate(["L", "RGB", "RGBA", "I;16", "P"]):
+        rgb = read_image(tmp_path / "val" / "b" / f"{i}.png")
+        grey = read_image(tmp_path / "val" / "b" / f"{i}.png", channels=1)
+        assert rgb.shape == (3, 32, 32) and grey.shape == (1, 32, 32) and rgb.dtype == torch.uint8, mode
+        assert 120 < rgb.float().mean() < 255, mode  # class b is bright in every mode, 16-bit included
+
+
+def test_a_batch_of_nothing_but_unreadable_files_weighs_nothing():
+    dataset = [None, None, (torch.ones(1, 4, 4), 3)]
+    images, labels = ReadableCollate(dataset)([None, None])
+    assert images.shape == (1, 1, 4, 4) and labels.tolist() == [-1]
+    share = Distributed("single", torch.device("cpu")).share(0, labels, 10, 2)
+    assert share.real == 0 and share.weight == 0.0
+
+
+def test_empty_class_or_dataset_is_refused_before_a_run_folder_exists(tmp_path, capsys):
+    data = tmp_path / "data"
+    broken_image_folder(data)
+    (data / "train" / "c").mkdir()
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--output", str(out), "--no-progress"]) == 2
+    assert "class folder(s) with no files: c" in capsys.readouterr().err and not out.exists()
+    text_only = tmp_path / "text"
+    for split in ("train", "val"):
+        (text_only / split / "a").mkdir(parents=True)
+        (text_only / split / "a" / "notes.txt").write_text("no images here")
+    assert main(["train", "--data", str(text_only), "--output", str(out), "--no-progress"]) == 2
+    assert "Found no valid file" in capsys.readouterr().err and not out.exists()
+
+
+# -------------------------------------------------------------------------------------- NaN and Inf
+class NanLoss(Trainer):
+    """Multiplies the loss of batch ``at[1]`` of epoch index ``at[0]`` by NaN."""
+
+    at = (1, 2)
+
+    def train_epoch(self, progress: bool = True) -> dict:
+        self.batch = 0
+        return super().train_epoch(progress)
+
+    def loss(self, images, labels):
+        loss = super().loss(images, labels)
+        hit, self.batch = (self.epoch, self.batch) == self.at, self.batch + 1
+        return loss * float("nan") if hit else loss
+
+
+class InfBackward(torch.autograd.Function):
+    """Identity forward; an Inf (and NaN, where the gradient is 0) in every gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+class InfGrad(NanLoss):
+    """A finite loss whose backward yields non-finite gradients, at the same batch."""
+
+    def loss(self, images, labels):
+        loss = Trainer.loss(self, images, labels)
+        hit, self.batch = (self.epoch, self.batch) == self.at, self.batch + 1
+        return InfBackward.apply(loss) if hit else loss
+
+
+@needs_fmnist
+def test_nan_loss_stops_naming_the_step_keeps_the_checkpoint_and_offers_remedies(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError) as err:
+        fit(recipe(out), progress=False, trainer_class=NanLoss)
+    message = str(err.value)
+    print(message)
+    assert "non-finite loss nan at epoch 2, batch 3 of 8" in message
+    for remedy in ("checkpoint-0001.pt", "--lr", "--amp bf16 instead of fp16", "--skip-nonfinite", "--resume"):
+        assert remedy in message
+    assert [p.name for p in checkpoints(out)] == ["checkpoint-0001.pt"]
+    verify(out / "checkpoint-0001.pt")
+    # the remedy: `--resume RUN --skip-nonfinite`; the step is skipped and counted, the run finishes
+    args = build_parser().parse_args(["train", "--resume", str(out), "--skip-nonfinite", "--lr", "1e-2"])
+    resumed = resume_recipe(TrainRecipe, args, TRAIN_FLAGS)
+    assert resumed.skip_nonfinite and resumed.lr == 1e-2 and resumed.model_overrides["embed_dim"] == 16
+    fit(resumed, resume=True, progress=False, trainer_class=NanLoss)
+    assert TrainRecipe.load(out / "config.json").skip_nonfinite  # the change is on record
+    rows = read_metrics(out)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and [r.get("skipped_steps") for r in rows[1:]] == [1, 0]
+    assert all(torch.isfinite(t).all() for t in load_file(out / "model.safetensors").values())
+
+
+@needs_fmnist
+def test_inf_gradient_is_caught_by_the_clipped_norm(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradient norm (inf|nan) at epoch 2, batch 3"):
+        fit(recipe(tmp_path / "a", epochs=2), progress=False, trainer_class=InfGrad)
+    fit(recipe(tmp_path / "b", epochs=2, skip_nonfinite=True), progress=False, trainer_class=InfGrad)
+    assert [r.get("skipped_steps") for r in read_metrics(tmp_path / "b")] == [0, 1]
+    assert all(torch.isfinite(t).all() for t in load_file(tmp_path / "b" / "model.safetensors").values())
+
+
+# ------------------------------------------------------------------------------------- lost ranks
+def _train_until_first_checkpoint(out: Path) -> None:
+    assert wait_for(lambda: (out / "checkpoint-0001.pt").is_file(), timeout=180), "no epoch finished"
+    time.sleep(0.5)  # into epoch 2
+
+
+@needs_fmnist
+def test_killed_rank_under_torchrun_stops_the_job_at_once_and_it_resumes_in_one_process(tmp_path):
+    out = tmp_path / "run"
+    job = torchrun(["train", *DIST_FLAGS, "--output", str(out), "--no-progress"])
+    _train_until_first_checkpoint(out)
+    os.kill(child_with_rank(job.pid, 1), signal.SIGKILL)
+    start = time.monotonic()
+    log, _ = job.communicate(timeout=120)
+    waited = time.monotonic() - start
+    print(f"torchrun exited {job.returncode} {waited:.1f} s after rank 1 was killed")
+    assert job.returncode != 0 and waited < 60
+    assert "exitcode  : -9" in log and "rank      : 1" in log  # torchrun names the rank that died
+    # a resumed job continues at another world size
+    done = run([sys.executable, "-m", "swinv2", "train", "--resume", str(out), "--strategy", "single", "--no-progress"])
+    assert done.returncode == 0, done.stderr
+    assert [r["epoch"] for r in read_metrics(out)] == [1, 2, 3, 4]
+
+
+@needs_fmnist
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_without_an_agent_the_surviving_rank_exits_with_a_clear_error_in_bounded_time(tmp_path, fault):
+    out = tmp_path / "run"
+    timeout = 10
+    args = ["train", *DIST_FLAGS, "--dist-timeout", str(timeout), "--output", str(out), "--no-progress"]
+    ranks = launch_ranks(args)
+    try:
+        _train_until_first_checkpoint(out)
+        ranks[1].send_signal(signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+        start = time.monotonic()
+        _, err = ranks[0].communicate(timeout=timeout + 60)
+        waited = time.monotonic() - start
+    finally:
+        for proc in ranks:
+            proc.kill()
+            proc.communicate()
+    print(f"rank 0 exited {ranks[0].returncode} {waited:.1f} s after rank 1 was {fault}: {err.strip()[-400:]}")
+    assert ranks[0].returncode == 2 and waited < (5 if fault == "killed" else timeout + 30)
+    assert "rank 0 stopped" in err and "checkpoint-0001.pt" in err and f"--resume {out}" in err
+
+
+# ------------------------------------------------------------------------------- bad model inputs
+def _models():
+    from swinv2.dense import create_backbone
+    from swinv2.models.simmim import SimMIM
+    from swinv2.video import create_video_model
+
+    image = create_model("swinv2_pico_window7_28")
+    video = create_video_model("swinv2_video_pico_window4x8_64")
+    simmim = SimMIM(create_model("swinv2_pico_window7_28"))
+    backbone = create_backbone("swinv2_pico_window7_28")
+    mask = torch.zeros(2, 7, 7, dtype=torch.bool)
+    return [
+        ("image", image, torch.zeros(2, 3, 28, 28), r"\(B, 3, H, W\)"),
+        ("video", video, torch.zeros(2, 1, 8, 64, 64), r"\(B, 1, T, H, W\)"),
+        ("simmim", lambda x: simmim(x, mask), torch.zeros(2, 3, 28, 28), r"\(B, 3, H, W\)"),
+        ("backbone", backbone, torch.zeros(2, 3, 28, 28), r"\(B, 3, H, W\)"),
+    ]
+
+
+def test_wrong_rank_channels_or_dtype_raise_value_errors_naming_the_expected_shape():
+    for name, model, good, expected in _models():
+        model(good)  # the right input runs
+        wrong_rank, wrong_channels = good[0], torch.cat([good, good], dim=1)
+        for bad in (wrong_rank, wrong_channels):
+            with pytest.raises(ValueError, match=expected):
+                model(bad)
+        with pytest.raises(ValueError, match="floating-point"):
+            model(good.to(torch.uint8))
+        print(f"{name}: wrong rank, channels and dtype refused")
+
+
+# --------------------------------------------------------------------------------- command lines
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "swinv2_tiny_windw8_256"], "did you mean swinv2_tiny_window8_256"),
+        (["--amp", "fp16", "--device", "cpu"], "--amp fp16 needs a CUDA device"),
+        (["--meta-init", "on"], "--meta-init builds the model shard by shard: it needs --strategy fsdp"),
+        (["--strategy", "fsdp", "--ema-decay", "0.99"], "--ema-decay is not supported with --strategy fsdp"),
+        (["--label-smoothing", "1.5"], "--label-smoothing must be >= 0 and < 1"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--data", "/nonexistent"], "expected an image folder at /nonexistent/train"),
+    ],
+)
+def test_bad_command_lines_are_refused_before_any_work(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert main(["train", *argv, "--output", str(out), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused before the run folder (let alone training) exists
+
+
+def test_a_resume_refuses_flags_it_cannot_change(tmp_path, capsys):
+    out = tmp_path / "run"
+    fit(recipe(out, train_limit=64, val_limit=32, epochs=1), progress=False)
+    assert main(["train", "--resume", str(out), "--model", "swinv2_tiny_window8_256", "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--model, --seed cannot change when resuming" in err and "a resume may change" in err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "no run recipe at" in capsys.readouterr().err
