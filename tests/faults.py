@@ -55,12 +55,13 @@ def run_killed(command: list[str], after: float) -> bool:
 def train_with_kills(output: Path, kill_times: list[float], flags: list[str] = TRAIN_FLAGS) -> dict:
     """Kill the run at each of ``kill_times`` (seconds after each (re)start), then let it finish.
 
-    Returns the summary, the kills that landed and what was on disk at each restart.
+    Returns the summary, the kills that landed and the checkpoint files on disk right after each kill.
     """
     landed, seen = 0, []
     for after in kill_times:
-        seen.append(sorted(p.name for p in output.glob("checkpoint-*")) if output.is_dir() else [])
-        landed += run_killed(restart_command(output, flags), after)
+        if run_killed(restart_command(output, flags), after):
+            landed += 1
+            seen.append(sorted(p.name for p in output.glob("checkpoint-*")) if output.is_dir() else [])
     done = run(restart_command(output, flags))
     if done.returncode != 0:
         raise RuntimeError(f"the final resume failed:\n{done.stdout}\n{done.stderr}")
@@ -209,3 +210,58 @@ def child_with_rank(parent: int, rank: int) -> int:
         if ppid == parent and f"RANK={rank}".encode() in environ:
             return int(entry.name)
     raise LookupError(f"no child of {parent} with RANK={rank}")
+
+
+# --------------------------------------------------------------------------------- deaths mid-save
+SAVE_POINTS = ("payload", "digest", "rename", "prune")
+
+
+def die_during_save(point: str, epoch: int, argv: list[str]) -> None:
+    """Run ``swinv2 ARGV`` in this process and SIGKILL it at ``point`` of the save of checkpoint ``epoch``:
+    halfway through writing the payload or the digest, just before the rename that publishes it, or just
+    after (before older checkpoints are pruned). Random kills rarely land in a write of a few ms; this one
+    always does. Used as ``python -c "import faults; faults.die_during_save(...)"``."""
+    import torch
+
+    from swinv2.cli import main
+    from swinv2.train import checkpoints as ckpt
+
+    target = ckpt.checkpoint_name(epoch)
+    die = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
+    real_save, real_text, real_replace, real_prune = torch.save, ckpt._write_text, os.replace, ckpt.prune
+
+    def save(obj, f, *args, **kwargs):
+        if point == "payload" and getattr(f, "name", "").endswith(target + ".tmp"):
+            buffer = io.BytesIO()
+            real_save(obj, buffer)
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
+            die()
+        return real_save(obj, f, *args, **kwargs)
+
+    def write_text(path, text):
+        if point == "digest" and path.name == target + ".sha256":
+            path.with_name(path.name + ".tmp").write_text(text[: len(text) // 2])
+            die()
+        return real_text(path, text)
+
+    def replace(src, dst):
+        if point == "rename" and str(dst).endswith(target):
+            die()
+        return real_replace(src, dst)
+
+    def prune(run_dir, *args):
+        if point == "prune" and (run_dir / target).exists():
+            die()
+        return real_prune(run_dir, *args)
+
+    ckpt.torch.save, ckpt._write_text, ckpt.os.replace, ckpt.prune = save, write_text, replace, prune
+    sys.exit(main(argv))
+
+
+def die_during_save_command(point: str, epoch: int, output: Path, flags: list[str] = TRAIN_FLAGS) -> list[str]:
+    argv = [*flags, "--output", str(output), "--no-progress"]
+    here = str(Path(__file__).parent)
+    code = f"import sys; sys.path.insert(0, {here!r}); import faults; faults.die_during_save({point!r}, {epoch}, "
+    code += f"['train', *{argv!r}])"
+    return [sys.executable, "-c", code]

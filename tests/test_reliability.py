@@ -22,10 +22,12 @@ from faults import (
     RunsShell,
     broken_image_folder,
     child_with_rank,
+    die_during_save_command,
     flip_byte,
     kill_schedule,
     launch_ranks,
     malicious_checkpoint,
+    restart_command,
     run,
     same_weights,
     torchrun,
@@ -84,21 +86,40 @@ def reference(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------ kill -9, resume
-@needs_fmnist
-def test_kill9_at_random_moments_then_resume_repeats_the_uninterrupted_run(tmp_path):
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory) -> tuple[Path, float]:
+    """An uninterrupted `swinv2 train` process, and how long its whole life took."""
+    out = tmp_path_factory.mktemp("cli_reference") / "run"
     start = time.monotonic()
-    ref = run(train_command(tmp_path / "ref"))
-    assert ref.returncode == 0, ref.stderr
-    span = time.monotonic() - start  # kills spread over a whole run's life, start-up and saves included
+    done = run(train_command(out))
+    assert done.returncode == 0, done.stderr
+    return out, time.monotonic() - start
+
+
+@needs_fmnist
+def test_kill9_at_random_moments_then_resume_repeats_the_uninterrupted_run(tmp_path, cli_reference):
+    ref, span = cli_reference  # kills spread over a whole run's life, start-up and saves included
     landed = 0
     for seed in (1, 2, 3):
         out = tmp_path / f"seed{seed}"
         result = train_with_kills(out, kill_schedule(seed, 2, span))
         landed += result["kills"]
-        print(f"seed {seed}: {result['kills']} kill(s) landed; on disk at each restart: {result['on_disk']}")
-        assert_same_result(out, tmp_path / "ref")
+        print(f"seed {seed}: {result['kills']} kill(s) landed; checkpoints on disk after each: {result['on_disk']}")
+        assert_same_result(out, ref)
         assert not list(out.glob("*.tmp"))
     assert landed >= 3  # the schedule really interrupted runs
+
+
+@needs_fmnist
+@pytest.mark.parametrize("point", ["payload", "rename"])
+def test_kill9_in_the_middle_of_a_checkpoint_write_loses_nothing_but_that_epoch(tmp_path, cli_reference, point):
+    out = tmp_path / "run"
+    died = run(die_during_save_command(point, 2, out))
+    assert died.returncode == -signal.SIGKILL
+    assert (out / "checkpoint-0002.pt.tmp").is_file() and not (out / "checkpoint-0002.pt").exists()
+    done = run(restart_command(out))
+    assert done.returncode == 0 and "resuming" in done.stdout and "after epoch 1" in done.stdout, done.stderr
+    assert_same_result(out, cli_reference[0])
 
 
 # ------------------------------------------------------------------------------ damaged checkpoints

@@ -22,6 +22,7 @@ COMMON_FLAGS = {
     "weight_decay": (float, "AdamW weight decay (not on norms, biases, CPB, logit scales)"),
     "drop_path": (float, "stochastic depth rate of the backbone"),
     "clip_grad": (float, "gradient norm clip (0 = off)"),
+    "skip_nonfinite": (bool, "skip (and count) steps with a NaN / Inf loss or gradient instead of stopping"),
     "amp": (str, "mixed precision: none, bf16"),
     "seed": (int, "random seed"),
     "device": (str, "auto, cpu, cuda, cuda:N"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -16,8 +17,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoint import check_compatible, read_checkpoint, save_weights
+from ..errors import NonFiniteLossError
 from ..train.checkpoints import latest_valid, load_state, write_checkpoint
-from ..train.loop import autocast, check_device, check_run_dir, create_run_dir, resolve_device
+from ..train.loop import autocast, check_device, check_run_dir, create_run_dir, nonfinite_message, resolve_device
 from ..train.optim import WarmupCosine, build_optimizer
 from ..train.state import append_metrics, plot_curves, read_metrics, seed_everything, truncate_metrics, write_json
 from .recipe import DenseRecipe
@@ -84,24 +86,41 @@ class DenseRun:
         bar = tqdm(
             loader, desc=f"epoch {self.epoch + 1}/{r.epochs}", leave=False, file=sys.stderr, disable=not progress
         )
-        for batch in bar:
+        skipped = 0
+        for i, batch in enumerate(bar):
             with autocast(self.device, r.amp):
                 loss, parts = self.task.loss(self.model, batch, self.device)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {self.epoch + 1} ({parts})")
+            value = loss.item()
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if r.clip_grad > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_grad)
-            self.optimizer.step()
+            if self._finite(value, f"loss {value} ({parts})", i, len(loader)):
+                loss.backward()
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_grad or math.inf)
+                if self._finite(float(norm), f"gradient norm {float(norm)}", i, len(loader)):
+                    self.optimizer.step()
+                    n = len(batch[0])
+                    seen += n
+                    for k, v in {"train_loss": value, **parts}.items():
+                        sums[k] = sums.get(k, 0.0) + v * n
+                    bar.set_postfix(loss=f"{sums['train_loss'] / seen:.3f}")
+                else:
+                    skipped += 1
+            else:
+                skipped += 1
             self.scheduler.step()
-            n = len(batch[0])
-            seen += n
-            for k, v in {"train_loss": loss.item(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v * n
-            bar.set_postfix(loss=f"{sums['train_loss'] / seen:.3f}")
         self.epoch += 1
-        return {**{k: v / seen for k, v in sums.items()}, "seconds": time.perf_counter() - start, "images": seen}
+        stats = {**{k: v / seen for k, v in sums.items()}} if seen else {"train_loss": math.nan}
+        stats.update(seconds=time.perf_counter() - start, images=seen)
+        if r.skip_nonfinite:
+            stats["skipped_steps"] = skipped
+        return stats
+
+    def _finite(self, value: float, what: str, batch: int, batches: int) -> bool:
+        """True for a finite ``value``; False when --skip-nonfinite skips it; else the run stops."""
+        if math.isfinite(value):
+            return True
+        if self.recipe.skip_nonfinite:
+            return False
+        raise NonFiniteLossError(nonfinite_message(what, self.epoch + 1, batch + 1, batches, self.recipe))
 
     def evaluate(self) -> dict:
         with autocast(self.device, self.recipe.amp):

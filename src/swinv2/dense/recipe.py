@@ -57,6 +57,7 @@ class DenseRecipe(RecipeFile):
     weight_decay: float = 0.05
     clip_grad: float = 5.0
     amp: str | None = None  # none, bf16 (fp16 on CUDA); None: the task's default
+    skip_nonfinite: bool = False  # skip (and count) steps with a NaN / Inf loss or gradient, not stop
     # run
     seed: int = 0
     device: str = "auto"

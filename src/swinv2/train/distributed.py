@@ -41,6 +41,7 @@ import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from ..checkpoint import check_compatible
 from ..data.datasets import ReadableCollate, first_readable
 from .checkpoints import (
     CorruptCheckpoint,
@@ -401,7 +402,8 @@ class Distributed:
             return False
         if path.suffix == ".pt":
             state = load_state(path, self.device)
-            if self.strategy == "fsdp":
+            if self.strategy == "fsdp":  # (the other strategies check in trainer.load_state_dict)
+                check_compatible(trainer.module.state_dict(), state["model"], "the checkpoint's model")
                 self._set_full(trainer, state["model"], index_to_fqn(state["optimizer"]))
                 trainer.load_extra_state(state)
             else:
