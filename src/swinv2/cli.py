@@ -129,12 +129,56 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .infer import load_classifier, predict_images
+    from .infer import load_classifier, predict_images, predict_onnx
 
-    model, info = load_classifier(args.checkpoint, args.img_size, args.window_size)
-    for path, top in zip(args.images, predict_images(model, info, args.images, args.topk)):
+    if str(args.checkpoint).endswith(".onnx"):
+        if args.img_size or args.window_size:
+            raise ValueError("an ONNX file runs at the size it was exported at; re-export for another size")
+        predictions = predict_onnx(args.checkpoint, args.images, args.topk)
+    else:
+        model, info = load_classifier(args.checkpoint, args.img_size, args.window_size)
+        predictions = predict_images(model, info, args.images, args.topk)
+    for path, top in zip(args.images, predictions):
         print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .deploy.export import export_model
+
+    if args.format == "onnx" and args.opset < 17:
+        raise ValueError(f"--opset must be 17 or newer (LayerNormalization, the exporter's range), got {args.opset}")
+    model = _model_to_export(args)
+    checks = export_model(model, args.format, args.output, opset=args.opset, batches=tuple(args.check_batches))
+    runner = {"onnx": "onnxruntime", "torchscript": "TorchScript", "export": "torch.export"}[args.format]
+    print(f"{args.output}: {type(model).__name__} at {model.cfg.img_size} px, {args.format}")
+    for check in checks:
+        print(f"  {runner} vs PyTorch, {check.line()}")
+    worst = max(c.max_diff for c in checks)
+    if worst > args.tolerance:
+        print(f"max |diff| {worst:.2e} exceeds --tolerance {args.tolerance:g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _model_to_export(args: argparse.Namespace):
+    """--checkpoint alone: a folder or file of this project; with --model: any layout into that model."""
+    if args.model is None and args.checkpoint is None:
+        raise ValueError("give --model NAME, --checkpoint PATH (a run folder or save_pretrained folder), or both")
+    if args.model is None:
+        from .deploy import from_pretrained
+
+        if args.num_classes is not None:
+            raise ValueError("--num-classes goes with --model (a --checkpoint of this project knows its classes)")
+        model = from_pretrained(args.checkpoint)
+    else:
+        from .factory import create_model
+
+        overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+        model = create_model(args.model, pretrained=args.checkpoint, **overrides)
+    if args.img_size or args.window_size:
+        model.set_input_size(img_size=args.img_size, window_size=args.window_size)
+    return model.eval()
 
 
 def _bench_memory(args: argparse.Namespace) -> int:
@@ -366,12 +410,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k class names for image files")
-    p.add_argument("checkpoint", help="run folder or model.safetensors written by `swinv2 train`")
+    p.add_argument("checkpoint", help="run folder, model.safetensors, save_pretrained folder or exported .onnx file")
     p.add_argument("images", nargs="+")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--img-size", type=int)
     p.add_argument("--window-size", type=int)
     p.set_defaults(func=_predict)
+
+    from .deploy.export import FORMATS
+
+    p = sub.add_parser("export", help="ONNX / TorchScript / torch.export file of a model, checked against PyTorch")
+    p.add_argument("--model", help="registered model name (random weights unless --checkpoint)")
+    p.add_argument("--checkpoint", help="weights: a run or save_pretrained folder, or any layout with --model")
+    p.add_argument("--num-classes", type=int, help="with --model: class count of the checkpoint's head")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--output", required=True, help="file to write (.onnx, .pt, .pt2)")
+    p.add_argument("--img-size", type=int, help="export at this image size (default: the model's)")
+    p.add_argument("--window-size", type=int, help="attention window at that size")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer)")
+    p.add_argument("--check-batches", type=int, nargs="+", default=[1, 3], help="batch sizes compared")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |diff| accepted (exit 1 beyond)")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("bench", help="throughput, peak memory and MFU against timm, Hugging Face and torchvision")
     p.add_argument("--model", default="swinv2_tiny_window8_256", help="a timm-named registry entry")

@@ -42,6 +42,7 @@ def create_model(
             overrides["pretrained_window_sizes"] = tuple(p if isinstance(p, int) else tuple(p) for p in trained)
         model = SwinV2(get_config(name, **overrides))
         model.load_report = load_converted(model, tensors, source, strict, name=str(pretrained))
+        _keep_preprocessing(model, meta)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     if sequential_attention:
@@ -49,3 +50,19 @@ def create_model(
     if sequential_mlp:
         model.set_sequential_mlp(sequential_mlp)
     return model
+
+
+def _keep_preprocessing(model: SwinV2, meta: dict[str, str]) -> None:
+    """Weights written by this project bring their preprocessing and class names (at the model's size)."""
+    from dataclasses import replace
+
+    from .deploy.preprocess import Preprocessing
+    from .models.config import to_pair
+
+    if "preprocessing" in meta:
+        prep = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
+        if prep.input_size[0] == model.cfg.in_chans:
+            model.preprocessing = replace(prep, input_size=(model.cfg.in_chans, *to_pair(model.cfg.img_size)))
+    classes = json.loads(meta.get("classes", "null"))
+    if classes is not None and len(classes) == model.cfg.num_classes:
+        model.classes = classes

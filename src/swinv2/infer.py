@@ -2,35 +2,38 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from .checkpoint import read_checkpoint
-from .models import SwinV2, SwinV2Config
+from .models import SwinV2
 from .models.config import to_pair
 
 
 def load_classifier(
     path: str | Path, img_size: int | None = None, window_size: int | None = None
 ) -> tuple[SwinV2, dict]:
-    """A model saved by ``swinv2 train`` (run folder or its ``model.safetensors``), at any size / window.
+    """A classifier saved by ``swinv2 train`` (run folder or its ``model.safetensors``) or by
+    ``save_pretrained``, at any size / window.
 
-    Returns the model (eval mode) and the file's metadata (``classes``, ``mean``, ``std``).
+    Returns the model (eval mode) and what came with the weights: ``classes``, ``mean``, ``std``,
+    ``crop_pct`` and the whole ``preprocessing``.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    tensors, meta = read_checkpoint(path)
-    if "config" not in meta:
-        raise ValueError(f"{path} has no swinv2 config; convert it with `swinv2 convert SRC DST --model NAME` first")
-    cfg = SwinV2Config(**json.loads(meta["config"]))
-    model = SwinV2(cfg)
-    model.load_state_dict(tensors, strict=True)
+    from dataclasses import replace
+
+    from .deploy import from_pretrained
+
+    model = from_pretrained(path)
+    if not isinstance(model, SwinV2):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not an image classifier")
     if img_size is not None or window_size is not None:
         model.set_input_size(img_size=img_size, window_size=window_size)  # trained windows stay the CPB's
-    info = {k: json.loads(meta[k]) for k in ("classes", "mean", "std", "crop_pct") if k in meta}
+        h, w = to_pair(model.cfg.img_size)
+        model.preprocessing = replace(model.preprocessing, input_size=(model.cfg.in_chans, h, w))
+    prep = model.preprocessing
+    info = {"mean": prep.mean, "std": prep.std, "crop_pct": prep.crop_pct, "preprocessing": prep}
+    if model.classes is not None:
+        info["classes"] = model.classes
     return model.eval(), info
 
 
@@ -65,15 +68,12 @@ def evaluate_classifier(
 @torch.no_grad()
 def predict_images(model: SwinV2, info: dict, paths: list[str], topk: int = 5) -> list[list[tuple[str, float]]]:
     """Top-k (class name, probability) for each image file."""
-    from .data import eval_transform
     from .data.datasets import read_image
+    from .deploy.hub import model_preprocessing
 
     cfg = model.cfg
-    size = to_pair(cfg.img_size)[0]
-    mean = tuple(info.get("mean", (0.5,) * cfg.in_chans))
-    std = tuple(info.get("std", (0.5,) * cfg.in_chans))
     classes = info.get("classes") or [str(i) for i in range(cfg.num_classes)]
-    transform = eval_transform(size, mean, std, info.get("crop_pct", 1.0))
+    transform = info["preprocessing"].transform() if "preprocessing" in info else model_preprocessing(model).transform()
     results = []
     for p in paths:
         if not Path(p).is_file():
@@ -82,4 +82,33 @@ def predict_images(model: SwinV2, info: dict, paths: list[str], topk: int = 5) -
         probs = model(transform(image).unsqueeze(0)).softmax(-1)[0]
         top = probs.topk(min(topk, len(probs)))
         results.append([(classes[i], float(v)) for v, i in zip(top.values, top.indices)])
+    return results
+
+
+def predict_onnx(path: str | Path, paths: list[str], topk: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-k (class name, probability) from an ONNX file written by ``swinv2 export``, in onnxruntime,
+    with the preprocessing and class names stored in the file."""
+    import numpy as np
+
+    from .data.datasets import read_image
+    from .deploy.export import onnx_metadata, onnx_session
+    from .deploy.preprocess import Preprocessing
+
+    meta = onnx_metadata(path)
+    if "preprocessing" not in meta:
+        raise ValueError(f"{path} was not written by `swinv2 export` (no swinv2.preprocessing metadata)")
+    prep = Preprocessing.from_dict(meta["preprocessing"])
+    transform, session = prep.transform(), onnx_session(path)
+    name = session.get_inputs()[0].name
+    results = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"image not found: {p}")
+        image = transform(read_image(p, prep.input_size[0]))[None].numpy()
+        logits = session.run(None, {name: image})[0][0]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        classes = meta.get("classes") or [str(i) for i in range(len(probs))]
+        order = np.argsort(-probs)[:topk]
+        results.append([(classes[i], float(probs[i])) for i in order])
     return results

@@ -189,6 +189,22 @@ class SwinV2Base(nn.Module):
 
     cfg: SwinV2Config
     stages: nn.ModuleList
+    preprocessing = None  # a swinv2.deploy.Preprocessing once loaded by from_pretrained (else the default)
+    classes: list[str] | None = None  # class names, when the weights came with them
+
+    def save_pretrained(self, directory, preprocessing=None, classes=None):
+        """``config.json`` + ``model.safetensors`` in ``directory`` (see :func:`swinv2.deploy.save_pretrained`)."""
+        from ..deploy.hub import save_pretrained
+
+        return save_pretrained(self, directory, preprocessing, classes)
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """timm's description of the weights: preprocessing, class count, first conv and classifier."""
+        from ..deploy.hub import model_preprocessing
+
+        extra = {"num_classes": self.cfg.num_classes, "first_conv": "patch_embed.proj", "classifier": "head.fc"}
+        return {**model_preprocessing(self).to_dict(), **extra, "label_names": self.classes}
 
     def init_weights(self) -> None:
         """Official init: truncated-normal linears, then zeroed post-norms (every block starts as identity)."""
@@ -327,21 +343,37 @@ class SwinV2(SwinV2Base):
             raise ValueError(f"expected a floating-point image tensor, got dtype {x.dtype}")
 
     def forward_intermediates(
-        self, x: torch.Tensor, indices: list[int] | None = None, intermediates_only: bool = False
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        intermediates_only: bool = False,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Per-stage feature maps as NCHW (strides 4, 8, 16, 32), plus the final normed map unless
-        ``intermediates_only``. ``indices`` picks stages (default: all)."""
+        """Per-stage feature maps (strides 4, 8, 16, 32), plus the final normed map unless
+        ``intermediates_only``. ``indices`` picks stages (default: all; an int n: the last n). timm's
+        keywords: ``output_fmt`` "NCHW" or "NHWC"; ``norm`` applies the final norm to the last stage."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be NCHW or NHWC, got {output_fmt!r}")
         self._check_input(x)
-        take = set(range(len(self.stages)) if indices is None else indices)
+        n = len(self.stages)
+        take = set(range(n) if indices is None else range(n - indices, n) if isinstance(indices, int) else indices)
         x = self.pos_drop(self.patch_embed(x))
         features = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i in take:
-                features.append(x.permute(0, 3, 1, 2))  # (B, C, H, W)
+                y = self.norm(x) if norm and i == n - 1 else x
+                features.append(y.permute(0, 3, 1, 2) if output_fmt == "NCHW" else y)
         if intermediates_only:
             return features
         return self.norm(x), features
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """timm's per-stage description: channels, stride and module name."""
+        p, c = self.cfg.patch_size, self.cfg.embed_dim
+        return [{"num_chs": c * 2**i, "reduction": p * 2**i, "module": f"stages.{i}"} for i in range(len(self.stages))]
 
 
 class ClassifierHead(nn.Module):

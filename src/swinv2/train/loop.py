@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from ..checkpoint import check_compatible, save_weights
 from ..data import ClassificationData, batch_mixer, build_classification_data
 from ..data.datasets import take_unreadable
+from ..deploy.preprocess import Preprocessing
 from ..errors import NonFiniteLossError, RankLostError
 from ..factory import create_model
 from ..models.config import to_pair
@@ -467,6 +469,10 @@ def finish(
             "crop_pct": data.eval_crop_pct,
         }.items()
     }
+    model = trainer.eval_model
+    # what evaluation did to an image (torchvision's default bilinear resize, centre crop, normalise)
+    prep = Preprocessing.for_model(model.cfg, mean=data.mean, std=data.std, crop_pct=data.eval_crop_pct)
+    meta.update(architecture=type(model).__name__, preprocessing=replace(prep, interpolation="bilinear").to_json())
     save_weights(trainer.eval_model, run_dir / "model.safetensors", meta, tensors)
     rows = read_metrics(run_dir)  # every epoch of the run, resumed ones included
     summary = {

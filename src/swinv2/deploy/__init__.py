@@ -1,0 +1,8 @@
+"""Deployment and interop: preprocessing that travels with the weights, ``save_pretrained`` /
+``from_pretrained`` (the Hugging Face Hub layout), export to ONNX / TorchScript / torch.export, and
+model entries for ``timm.create_model``."""
+
+from .hub import from_pretrained, save_pretrained
+from .preprocess import Preprocessing
+
+__all__ = ["Preprocessing", "from_pretrained", "save_pretrained"]

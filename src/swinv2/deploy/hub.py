@@ -1,0 +1,142 @@
+"""``save_pretrained`` / ``from_pretrained``: a folder (or Hugging Face Hub repository) holding
+``config.json`` and ``model.safetensors``.
+
+``config.json`` names the architecture, its full config, the preprocessing and the class names; the same
+facts are in the safetensors metadata, so the weights file alone is enough too. Local folders and files
+always load offline; Hub ids go through ``huggingface_hub`` when it is installed (and honour its cache
+and ``HF_HUB_OFFLINE``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from torch import nn
+
+from ..checkpoint import read_checkpoint, save_weights
+from .preprocess import Preprocessing
+
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+
+
+def _architectures() -> dict:
+    from ..models import SwinV2, SwinV2Config
+    from ..video.config import VideoSwinV2Config
+    from ..video.model import VideoSwinV2
+
+    return {"SwinV2": (SwinV2, SwinV2Config), "VideoSwinV2": (VideoSwinV2, VideoSwinV2Config)}
+
+
+def description(model: nn.Module, preprocessing: Preprocessing | None = None, classes=None) -> dict:
+    """What ``config.json`` holds for ``model``."""
+    from .. import __version__
+
+    arch = type(model).__name__
+    if arch not in _architectures():
+        raise ValueError(f"save_pretrained handles {sorted(_architectures())}, not {arch}")
+    prep = preprocessing or model_preprocessing(model)
+    names = list(classes) if classes is not None else getattr(model, "classes", None)
+    return {
+        "architecture": arch,
+        "config": model.cfg.to_dict(),
+        "preprocessing": prep.to_dict(),
+        "classes": names,
+        "library": "swinv2",
+        "library_version": __version__,
+    }
+
+
+def model_preprocessing(model: nn.Module) -> Preprocessing:
+    """The model's preprocessing: what it was loaded with, else the default for its config."""
+    prep = getattr(model, "preprocessing", None)
+    return prep if prep is not None else Preprocessing.for_model(model.cfg)
+
+
+def save_pretrained(
+    model: nn.Module, directory: str | os.PathLike, preprocessing: Preprocessing | None = None, classes=None
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (the Hub layout; upload the folder as it is)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    info = description(model, preprocessing, classes)
+    meta = {
+        "architecture": info["architecture"],
+        "preprocessing": json.dumps(info["preprocessing"]),
+        "classes": json.dumps(info["classes"]),
+    }
+    save_weights(model, directory / WEIGHTS, meta)
+    from ..train.state import write_json
+
+    write_json(directory / CONFIG, info)
+    return directory
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir: str | None = None
+) -> nn.Module:
+    """A model from a folder written by :func:`save_pretrained` or ``swinv2 train`` (a run folder), a
+    ``.safetensors`` file of this project, or a Hugging Face Hub repository id. Strict: every tensor
+    must fit. Returned in eval mode with ``.preprocessing`` and ``.classes`` set."""
+    weights, config = _resolve(name_or_path, revision, cache_dir)
+    tensors, meta = read_checkpoint(weights)
+    info = json.loads(config.read_text()) if config is not None and config.is_file() else {}
+    if "architecture" not in info:  # a run folder's config.json is its recipe: the weights describe the model
+        info = _from_metadata(meta, weights)
+    model_class, config_class = _architectures()[info["architecture"]]
+    cfg = config_class(**info["config"])
+    model = model_class(cfg)
+    from ..checkpoint import load_state_dict_into
+
+    load_state_dict_into(model, tensors, strict=True)
+    prep = info.get("preprocessing")
+    model.preprocessing = Preprocessing.from_dict(prep) if prep else Preprocessing.for_model(model.cfg)
+    model.classes = info.get("classes")
+    return model.eval()
+
+
+def _from_metadata(meta: dict[str, str], weights: Path) -> dict:
+    if "config" not in meta:
+        raise ValueError(f"{weights} carries no swinv2 config; convert it with `swinv2 convert SRC DST --model NAME`")
+    config = json.loads(meta["config"])
+    arch = meta.get("architecture") or ("VideoSwinV2" if "num_frames" in config else "SwinV2")
+    prep = json.loads(meta["preprocessing"]) if "preprocessing" in meta else None
+    if prep is None and "mean" in meta:  # written by swinv2 train before preprocessing was recorded whole
+        cfg = _architectures()[arch][1](**config)
+        prep = Preprocessing.for_model(
+            cfg,
+            mean=tuple(json.loads(meta["mean"])),
+            std=tuple(json.loads(meta["std"])),
+            crop_pct=json.loads(meta.get("crop_pct", "1.0")),
+            interpolation="bilinear",
+        ).to_dict()
+    classes = json.loads(meta["classes"]) if "classes" in meta else None
+    return {"architecture": arch, "config": config, "preprocessing": prep, "classes": classes}
+
+
+def _resolve(name_or_path, revision, cache_dir) -> tuple[Path, Path | None]:
+    """(weights file, config file or None) for a local folder / file or a Hub id."""
+    local = Path(name_or_path)
+    if local.is_dir():
+        if not (local / WEIGHTS).is_file():
+            raise FileNotFoundError(f"{local} has no {WEIGHTS} (expected a folder written by save_pretrained)")
+        return local / WEIGHTS, local / CONFIG
+    if local.is_file():
+        return local, None
+    repo = str(name_or_path)
+    if repo.count("/") != 1 or repo.startswith((".", "/")):
+        raise FileNotFoundError(f"{repo} is neither a local folder or file nor a Hub id (owner/name)")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:
+        raise FileNotFoundError(
+            f"{repo} is not a local folder, and huggingface_hub is not installed to fetch it from the Hub "
+            "(pip install huggingface_hub)"
+        ) from exc
+    try:
+        weights = hf_hub_download(repo, WEIGHTS, revision=revision, cache_dir=cache_dir)
+        config = hf_hub_download(repo, CONFIG, revision=revision, cache_dir=cache_dir)
+    except Exception as exc:  # offline without a cached copy, no such repository, no such file
+        raise FileNotFoundError(f"{repo}: not a local folder, and the Hub gave {type(exc).__name__}: {exc}") from exc
+    return Path(weights), Path(config)

@@ -1,0 +1,169 @@
+"""Deployment and interop: save_pretrained / from_pretrained (local and Hub cache), ONNX / TorchScript /
+torch.export round trips, preprocessing that travels with the weights, and the timm entries."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+import swinv2
+from helpers import randomize
+from swinv2.cli import main
+from swinv2.deploy import Preprocessing
+from swinv2.deploy.export import export_model, onnx_metadata
+
+CLASSES = ["cat", "dog", "owl"]
+
+
+def small(**overrides):
+    """Shifted windows, several stages and random weights (default init makes blocks identities)."""
+    model = swinv2.create_model("swinv2_micro_window4_32", num_classes=3, **overrides)
+    return randomize(model).eval()
+
+
+def test_save_pretrained_round_trip_keeps_weights_preprocessing_and_classes(tmp_path):
+    model = small()
+    prep = Preprocessing((3, 32, 32), (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), "bilinear", 0.875)
+    model.save_pretrained(tmp_path / "m", preprocessing=prep, classes=CLASSES)
+    assert sorted(os.listdir(tmp_path / "m")) == ["config.json", "model.safetensors"]
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["architecture"] == "SwinV2" and config["classes"] == CLASSES
+    assert config["preprocessing"]["interpolation"] == "bilinear" and config["config"]["num_classes"] == 3
+    for source in (tmp_path / "m", tmp_path / "m" / "model.safetensors"):  # the folder, or the file alone
+        loaded = swinv2.from_pretrained(source)
+        x = torch.randn(2, 3, 32, 32)
+        assert torch.equal(loaded(x), model(x)) and not loaded.training
+        assert loaded.preprocessing == prep and loaded.classes == CLASSES
+        assert loaded.pretrained_cfg["mean"] == (0.5, 0.4, 0.3) and loaded.pretrained_cfg["label_names"] == CLASSES
+
+
+def test_video_models_round_trip_too(tmp_path):
+    from swinv2.video import create_video_model
+
+    model = randomize(create_video_model("swinv2_video_pico_window4x8_64")).eval()
+    model.save_pretrained(tmp_path)
+    loaded = swinv2.from_pretrained(tmp_path)
+    x = torch.randn(1, 1, 8, 64, 64)
+    assert type(loaded).__name__ == "VideoSwinV2" and torch.equal(loaded(x), model(x))
+
+
+def test_hub_ids_resolve_through_the_huggingface_cache_offline(tmp_path, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    model = small()
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--someone--swinv2-micro"
+    model.save_pretrained(repo / "snapshots" / commit, classes=CLASSES)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = swinv2.from_pretrained("someone/swinv2-micro", cache_dir=str(tmp_path / "cache"))
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x)) and loaded.classes == CLASSES
+    with pytest.raises(FileNotFoundError, match="not a local folder, and the Hub gave"):
+        swinv2.from_pretrained("someone/not-cached", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="neither a local folder or file nor a Hub id"):
+        swinv2.from_pretrained(str(tmp_path / "missing" / "folder"))
+
+
+def test_weights_from_a_training_run_bring_their_preprocessing(tmp_path):
+    model = small()
+    prep = Preprocessing((3, 32, 32), (0.2, 0.2, 0.2), (0.3, 0.3, 0.3), "bilinear", 1.0)
+    model.save_pretrained(tmp_path, preprocessing=prep, classes=CLASSES)
+    weights = tmp_path / "model.safetensors"
+    rebuilt = swinv2.create_model("swinv2_micro_window4_32", num_classes=3, pretrained=weights)
+    assert rebuilt.preprocessing == prep and rebuilt.classes == CLASSES
+    at_48 = swinv2.create_model("swinv2_micro_window4_32", num_classes=3, img_size=48, pretrained=weights)
+    assert at_48.preprocessing.input_size == (3, 48, 48) and at_48.preprocessing.mean == (0.2, 0.2, 0.2)
+
+
+def test_preprocessing_transform_resizes_crops_and_normalises():
+    prep = Preprocessing((3, 32, 32), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bicubic", 0.5)
+    image = torch.zeros(3, 80, 100, dtype=torch.uint8)
+    image[:, 30:50, 40:60] = 255  # a bright centre that the 0.5 crop keeps whole
+    out = prep.transform()(image)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    assert out.max() == pytest.approx(2.0, abs=0.05) and out.min() == pytest.approx(-2.0, abs=0.05)
+    with pytest.raises(ValueError, match="interpolation"):
+        Preprocessing((3, 32, 32), interpolation="lanczos9")
+    with pytest.raises(ValueError, match="does not match mean"):
+        Preprocessing((1, 32, 32))
+
+
+# ------------------------------------------------------------------------------------------- export
+@pytest.mark.parametrize("img_size", [40])  # padded to the windows, so the padding masks export too
+def test_onnx_export_matches_pytorch_at_batch_1_and_3(tmp_path, img_size):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = small(img_size=img_size)
+    checks = export_model(model, "onnx", tmp_path / "m.onnx", batches=(1, 3))
+    for check in checks:
+        print(f"{img_size} px onnxruntime vs PyTorch, {check.line()}")
+        assert check.max_diff < 1e-4
+    meta = onnx_metadata(tmp_path / "m.onnx")
+    assert meta["architecture"] == "SwinV2" and meta["preprocessing"]["input_size"] == [3, img_size, img_size]
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "export"])
+def test_torchscript_and_torch_export_match_pytorch(tmp_path, fmt):
+    for check in export_model(small(img_size=40), fmt, tmp_path / "m.bin", batches=(1, 3)):
+        print(f"{fmt} vs PyTorch, {check.line()}")
+        assert check.max_diff < 1e-4
+
+
+def test_export_command_checks_and_predict_uses_the_stored_preprocessing(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    prep = Preprocessing((3, 32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear", 1.0)
+    small().save_pretrained(tmp_path / "m", preprocessing=prep, classes=CLASSES)
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(tmp_path / "m"), "--format", "onnx", "--output", str(onnx_file)]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime vs PyTorch, batch 1: max |diff|" in out and "batch 3" in out
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (50, 40), (200, 30, 90)).save(picture)
+    assert main(["predict", str(onnx_file), str(picture), "--topk", "3"]) == 0
+    onnx_line = capsys.readouterr().out
+    assert main(["predict", str(tmp_path / "m"), str(picture), "--topk", "3"]) == 0
+    torch_line = capsys.readouterr().out
+    names = [part.split()[0] for part in onnx_line.split(": ", 1)[1].split(", ")]
+    assert sorted(names) == sorted(CLASSES)
+    onnx_probs = [float(part.split()[1]) for part in onnx_line.split(": ", 1)[1].split(", ")]
+    torch_probs = [float(part.split()[1]) for part in torch_line.split(": ", 1)[1].split(", ")]
+    assert onnx_line.split(": ", 1)[1].split()[0] == torch_line.split(": ", 1)[1].split()[0]
+    assert max(abs(a - b) for a, b in zip(onnx_probs, torch_probs)) < 2e-3  # printed to 3 decimals
+    assert main(["export", "--format", "onnx", "--output", str(onnx_file)]) == 2
+    assert "give --model NAME, --checkpoint PATH" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- timm
+def test_timm_create_model_builds_this_projects_models_with_features_and_data_config(tmp_path):
+    timm = pytest.importorskip("timm")
+    from swinv2.deploy.timm_models import NAMES
+
+    assert "swinv2lib_tiny_window8_256" in NAMES and "swinv2lib_tiny_window8_256" in timm.list_models("swinv2lib_*")
+    model = timm.create_model("swinv2lib_micro_window4_32", num_classes=3, drop_path_rate=0.1)
+    assert isinstance(model, swinv2.SwinV2) and model.cfg.num_classes == 3 and model.cfg.drop_path_rate == 0.1
+    # weights of this project through timm's pretrained_cfg_overlay, preprocessing included
+    prep = Preprocessing((3, 32, 32), (0.1, 0.2, 0.3), (0.3, 0.2, 0.1), "bilinear", 0.95)
+    source = small()
+    source.save_pretrained(tmp_path, preprocessing=prep)
+    loaded = timm.create_model(
+        "swinv2lib_micro_window4_32",
+        pretrained=True,
+        num_classes=3,
+        pretrained_cfg_overlay={"file": str(tmp_path / "model.safetensors")},
+    ).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), source(x))
+    data = timm.data.resolve_data_config(model=loaded)
+    assert data["mean"] == (0.1, 0.2, 0.3) and data["crop_pct"] == 0.95 and data["interpolation"] == "bilinear"
+    features = timm.create_model("swinv2lib_micro_window4_32", features_only=True, out_indices=(1, 2))
+    maps = features(x)
+    assert [m.shape[1] for m in maps] == features.feature_info.channels() and len(maps) == 2
+    assert features.feature_info.reduction() == [4, 8]  # patch 2, halved per stage
+    with pytest.raises(ValueError, match="nothing is downloaded"):
+        timm.create_model("swinv2lib_micro_window4_32", pretrained=True)
