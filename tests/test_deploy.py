@@ -109,7 +109,8 @@ def test_onnx_export_matches_pytorch_at_batch_1_and_3(tmp_path, img_size):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "export"])
 def test_torchscript_and_torch_export_match_pytorch(tmp_path, fmt):
-    for check in export_model(small(img_size=40), fmt, tmp_path / "m.bin", batches=(1, 3)):
+    path = tmp_path / ("m.pt" if fmt == "torchscript" else "m.pt2")
+    for check in export_model(small(img_size=40), fmt, path, batches=(1, 3)):
         print(f"{fmt} vs PyTorch, {check.line()}")
         assert check.max_diff < 1e-4
 
@@ -165,5 +166,14 @@ def test_timm_create_model_builds_this_projects_models_with_features_and_data_co
     maps = features(x)
     assert [m.shape[1] for m in maps] == features.feature_info.channels() and len(maps) == 2
     assert features.feature_info.reduction() == [4, 8]  # patch 2, halved per stage
+    # timm's training utilities: optimiser groups from no_weight_decay(), the classifier, the class count
+    from timm.optim import create_optimizer_v2
+
+    optimizer = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05)
+    no_decay = [g for g in optimizer.param_groups if g["weight_decay"] == 0]
+    assert no_decay and sum(len(g["params"]) for g in no_decay) > len(list(model.stages))
+    assert model.num_classes == 3 and model.get_classifier().out_features == 3
+    model.reset_classifier(5)
+    assert model.num_classes == 5 and model(x).shape == (2, 5)
     with pytest.raises(ValueError, match="nothing is downloaded"):
         timm.create_model("swinv2lib_micro_window4_32", pretrained=True)

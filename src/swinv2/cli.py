@@ -146,6 +146,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .deploy.export import export_model
 
+    suffix = {"onnx": ".onnx", "torchscript": ".pt", "export": ".pt2"}[args.format]
+    if not str(args.output).endswith(suffix):
+        raise ValueError(f"--format {args.format} writes a {suffix} file; got --output {args.output}")
     if args.format == "onnx" and args.opset < 17:
         raise ValueError(f"--opset must be 17 or newer (LayerNormalization, the exporter's range), got {args.opset}")
     model = _model_to_export(args)

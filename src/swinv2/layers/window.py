@@ -24,7 +24,9 @@ def effective_window(
     the map (the official behaviour), otherwise the map is padded up to the window (torchvision's).
     Either way the shift in that dimension is 0, since one window has nothing to shift across.
     """
-    win = tuple(min(f, w) if clip else w for f, w in zip(feat_size, window))
+    # ``f if f < w else w`` rather than ``min``: under export with symbolic sizes the comparison becomes a
+    # guard and the window stays a plain int (position tables and masks are built per window size)
+    win = tuple((f if f < w else w) if clip else w for f, w in zip(feat_size, window))
     sft = tuple(0 if f <= w else s for f, w, s in zip(feat_size, window, shift))
     return win, sft  # type: ignore[return-value]
 

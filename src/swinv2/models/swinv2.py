@@ -94,6 +94,8 @@ class SwinV2Block(nn.Module):
     _make_mask = staticmethod(attention_mask)
 
     def _mask(self, padded: Window, window: Window, shift: Window, valid: Window, device) -> torch.Tensor | None:
+        if torch.compiler.is_compiling():  # traced with symbolic sizes (export): built in the graph, not cached
+            return self._make_mask(padded, window, shift, valid, self.mask_padding, device)
         key = (padded, window, shift, valid, device)
         if key not in self._masks:
             with torch.inference_mode(False):  # cached: must stay usable by a later training pass
@@ -206,6 +208,8 @@ class SwinV2Base(nn.Module):
         extra = {"num_classes": self.cfg.num_classes, "first_conv": "patch_embed.proj", "classifier": "head.fc"}
         return {**model_preprocessing(self).to_dict(), **extra, "label_names": self.classes}
 
+    default_cfg = pretrained_cfg  # timm's older name
+
     def init_weights(self) -> None:
         """Official init: truncated-normal linears, then zeroed post-norms (every block starts as identity)."""
         self.apply(_init_module)
@@ -270,6 +274,13 @@ class SwinV2Base(nn.Module):
         """Parameters that the recipe excludes from weight decay (besides all 1-D params and biases)."""
         keywords = ("logit_scale", "rel_pos.")
         return {name for name, _ in self.named_parameters() if any(k in name for k in keywords)}
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
 
     def reset_classifier(self, num_classes: int) -> None:
         self.head.reset(num_classes)

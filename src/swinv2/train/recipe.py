@@ -25,6 +25,7 @@ RANGES = (  # field, lowest, highest, highest included
     ("val_limit", 1, INF, True),
     ("labels_per_class", 1, INF, True),
     ("workers", 0, INF, True),
+    ("lr", 0, INF, True),  # 0 is a frozen pass (tests use it)
     ("min_lr", 0, INF, True),
     ("warmup_epochs", 0, INF, True),
     ("weight_decay", 0, INF, True),
@@ -140,8 +141,6 @@ class TrainRecipe(RecipeFile):
             if value < low or (value > high if closed_high else value >= high):
                 bound = "" if high == INF else f" and {'<=' if closed_high else '<'} {high}"
                 raise ValueError(f"--{name.replace('_', '-')} must be >= {low}{bound}, got {value}")
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
 
     def _check_strategy(self) -> None:
         if self.strategy not in STRATEGIES:
