@@ -44,17 +44,9 @@ from faults import (
     train_with_kills,
     wait_for,
 )
+from test_reliability import InfGrad, NanLoss, recipe
 
 torch.set_num_threads(1)
-TINY = {"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "cpb_hidden": 32}
-
-
-def recipe(output: Path, **kw):
-    from swinv2.train import TrainRecipe
-
-    base = dict(model="swinv2_nano_window7_28", model_overrides=TINY, train_limit=256, val_limit=128, epochs=3)
-    base.update(batch_size=32, lr=1.6e-2, warmup_epochs=0.5, output=str(output))
-    return TrainRecipe(**{**base, **kw})
 
 
 def same_result(run_dir: Path, ref: Path) -> bool:
@@ -205,8 +197,6 @@ class Campaign:
         from swinv2.train import fit
         from swinv2.train.checkpoints import checkpoints, verify
         from swinv2.train.state import read_metrics
-        from test_reliability import InfGrad, NanLoss
-
         rng = random.Random(0)
         for name, trainer in (("NaN loss", NanLoss), ("Inf gradient", InfGrad)):
             outcome = Counter()

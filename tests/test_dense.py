@@ -260,6 +260,25 @@ def test_dense_run_folder_resume_and_2x_test(task, scenes, tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_unreadable_images_in_dense_data_are_skipped_and_counted(task, scenes, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "scenes"
+    shutil.copytree(scenes, data)
+    for split in ("train", "test"):
+        image = sorted((data / split / "images").iterdir())[1]
+        image.write_bytes(image.read_bytes()[:50])  # truncated
+    import dataclasses
+
+    recipe = dataclasses.replace(_recipe(task, data, tmp_path), epochs=1, pictures=0)
+    summary = fit_dense(recipe, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / task / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["unreadable_files"] == 2 and summary["epochs"] == 1
+    assert "skipped 2 unreadable file(s) this epoch" in capsys.readouterr().out
+
+
+@needs_fmnist
 def test_cli_train_eval_predict(scenes, tmp_path, capsys):
     out = tmp_path / "seg"
     args = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,6 +198,26 @@ def test_video_files_decode_with_pyav(tmp_path):
     frames = read_frames(path)
     assert frames.shape == (12, 48, 64, 3)
     assert frames[-1].float().mean() > frames[0].float().mean() + 100  # brightness ramps up as written
+
+
+def test_unreadable_clips_are_skipped_and_named(tmp_path):
+    from swinv2.data.datasets import ReadableCollate
+
+    _write_frames(tmp_path / "good", 6, 10)
+    _write_frames(tmp_path / "cut", 6, 10)
+    frame = tmp_path / "cut" / "0002.png"
+    frame.write_bytes(frame.read_bytes()[:30])  # one truncated frame spoils the clip
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "noise.mp4").write_bytes(bytes(range(256)) * 4)
+    rows = "path,label\ngood,a\ncut,a\nempty,b\nnoise.mp4,b\n"
+    (tmp_path / "train.csv").write_text(rows)
+    data = VideoClipDataset(tmp_path / "train.csv", ClipSampling(frames=4, stride=1, size=16), train=True)
+    samples = [data[i] for i in range(len(data))]
+    assert samples[0] is not None and samples[1:] == [None, None, None]
+    assert [Path(p).name for p in data.take_unreadable()] == ["cut", "empty", "noise.mp4"]
+    assert data.take_unreadable() == []  # taken: the next epoch counts afresh
+    clips, labels = ReadableCollate(data)(samples)
+    assert clips.shape == (1, 3, 4, 16, 16) and labels.tolist() == [0]
 
 
 @needs_fmnist

@@ -86,29 +86,47 @@ def image_folder(root: str | os.PathLike, split: str, transform: Callable | None
         raise ValueError(f"{directory}: {exc}") from exc
 
 
-class SkippingImageFolder(ImageFolder):
-    """torchvision's ImageFolder that yields None for a file it cannot decode, and marks it.
+class MarksUnreadable:
+    """Mixin of datasets that yield None for a sample they cannot decode, and mark it.
 
-    The loaders' :class:`ReadableCollate` drops the None; the training loop collects the marks (kept in
-    shared memory, so loader workers' marks count too) with :meth:`take_unreadable` and reports them.
+    The marks live in shared memory, so loader workers' marks count too; the loaders' collate drops the
+    None and the training loop collects and reports the marks with :meth:`take_unreadable`.
     """
 
-    def __init__(self, root: str, transform: Callable | None, channels: int):
-        super().__init__(root, transform=transform, loader=partial(read_image, channels=channels))
-        self.unreadable = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
+    unreadable: torch.Tensor
 
-    def __getitem__(self, index: int):
-        try:
-            return super().__getitem__(index)
-        except UnreadableImage:
-            self.unreadable[index] = True
-            return None
+    def _init_marks(self, count: int) -> None:
+        self.unreadable = torch.zeros(count, dtype=torch.bool).share_memory_()
+
+    def _sample_path(self, index: int) -> str:
+        raise NotImplementedError
+
+    def _mark(self, index: int) -> None:
+        self.unreadable[index] = True
 
     def take_unreadable(self) -> list[str]:
         """Paths of the files found unreadable since the last call."""
         found = self.unreadable.nonzero().flatten().tolist()
         self.unreadable.zero_()
-        return [self.samples[i][0] for i in found]
+        return [str(self._sample_path(i)) for i in found]
+
+
+class SkippingImageFolder(MarksUnreadable, ImageFolder):
+    """torchvision's ImageFolder that yields None for a file it cannot decode, and marks it."""
+
+    def __init__(self, root: str, transform: Callable | None, channels: int):
+        super().__init__(root, transform=transform, loader=partial(read_image, channels=channels))
+        self._init_marks(len(self.samples))
+
+    def __getitem__(self, index: int):
+        try:
+            return super().__getitem__(index)
+        except UnreadableImage:
+            self._mark(index)
+            return None
+
+    def _sample_path(self, index: int) -> str:
+        return self.samples[index][0]
 
 
 def take_unreadable(dataset: Dataset) -> list[str]:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..data.datasets import read_image
+from ..data.datasets import MarksUnreadable, UnreadableImage, read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 IGNORE_INDEX = 255
@@ -57,7 +57,7 @@ def read_semantic_classes(root: str | os.PathLike) -> list[str] | None:
 
 
 # ---------------------------------------------------------------------------------------------- detection
-class CocoDetectionData(Dataset):
+class CocoDetectionData(MarksUnreadable, Dataset):
     """A COCO-format split: ``(image float (3, H, W), target)`` with ``boxes`` (xyxy), ``labels``
     (1..K, in category-id order), ``masks`` (N, H, W) and ``image_id``."""
 
@@ -77,12 +77,20 @@ class CocoDetectionData(Dataset):
         self.image_ids = list(base.ids)
         self._data = wrap_dataset_for_transforms_v2(base, target_keys=("image_id", "boxes", "labels", "masks"))
         self.transforms = transforms
+        self._init_marks(len(self.image_ids))
 
     def __len__(self) -> int:
         return len(self._data)
 
+    def _sample_path(self, index: int) -> str:
+        return self.coco.imgs[self.image_ids[index]]["file_name"]
+
     def __getitem__(self, index: int):
-        image, target = self._data[index]
+        try:
+            image, target = self._data[index]
+        except OSError:  # PIL: truncated, corrupt or not an image; skipped by the collate, counted per epoch
+            self._mark(index)
+            return None
         image = tv_tensors.Image(v2.functional.pil_to_tensor(image)) if not isinstance(image, torch.Tensor) else image
         h, w = image.shape[-2:]
         boxes = target.get("boxes", tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(h, w)))
@@ -115,12 +123,16 @@ def _labels(sample):
 
 
 def collate_detection(batch):
+    """Lists of images and targets; None when no image of the batch could be read."""
+    batch = [sample for sample in batch if sample is not None]
+    if not batch:
+        return None
     images, targets = zip(*batch)
     return list(images), list(targets)
 
 
 # ------------------------------------------------------------------------------------------- segmentation
-class SegmentationFolder(Dataset):
+class SegmentationFolder(MarksUnreadable, Dataset):
     """Images paired by file stem with single-channel masks (class index per pixel, 255 = ignore).
 
     ``reduce_zero_label`` maps ADE20K's 0 ("other") to ignore and shifts classes 1..K down to 0..K-1.
@@ -138,19 +150,27 @@ class SegmentationFolder(Dataset):
                 f"{len(missing)} images in {paths.images} have no mask in {paths.annotations}: {missing[:3]}"
             )
         self.samples = [(p, masks[p.stem]) for p in images]
+        self._init_marks(len(self.samples))
         self.transforms = transforms
         self.reduce_zero_label = reduce_zero_label
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _sample_path(self, index: int) -> str:
+        return str(self.samples[index][0])
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         from PIL import Image
 
         image_path, mask_path = self.samples[index]
-        image = tv_tensors.Image(read_image(image_path))
-        with Image.open(mask_path) as m:
-            mask = torch.as_tensor(_mask_array(m), dtype=torch.int64)
+        try:
+            image = tv_tensors.Image(read_image(image_path))
+            with Image.open(mask_path) as m:
+                mask = torch.as_tensor(_mask_array(m), dtype=torch.int64)
+        except (UnreadableImage, OSError):  # skipped by the collate, counted per epoch
+            self._mark(index)
+            return None
         if self.reduce_zero_label:
             mask = torch.where(mask == 0, IGNORE_INDEX, mask - 1)
         mask = tv_tensors.Mask(mask)

@@ -17,9 +17,18 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoint import check_compatible, read_checkpoint, save_weights
+from ..data.datasets import take_unreadable
 from ..errors import NonFiniteLossError
 from ..train.checkpoints import latest_valid, load_state, write_checkpoint
-from ..train.loop import autocast, check_device, check_run_dir, create_run_dir, nonfinite_message, resolve_device
+from ..train.loop import (
+    autocast,
+    check_device,
+    check_run_dir,
+    create_run_dir,
+    epoch_notes,
+    nonfinite_message,
+    resolve_device,
+)
 from ..train.optim import WarmupCosine, build_optimizer
 from ..train.state import append_metrics, plot_curves, read_metrics, seed_everything, truncate_metrics, write_json
 from .recipe import DenseRecipe
@@ -88,6 +97,9 @@ class DenseRun:
         )
         skipped = 0
         for i, batch in enumerate(bar):
+            if batch is None:  # no file of this batch could be read (the dataset counts them)
+                self.scheduler.step()
+                continue
             with autocast(self.device, r.amp):
                 loss, parts = self.task.loss(self.model, batch, self.device)
             value = loss.item()
@@ -154,6 +166,9 @@ def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None 
     while run.epoch < recipe.epochs:
         stats = run.train_epoch(progress)
         row = {"epoch": run.epoch, "lr": run.scheduler.lr, **stats, **run.evaluate()}
+        unreadable = take_unreadable(run.train_set) + take_unreadable(run.val_set)
+        if unreadable:
+            row["unreadable_files"] = len(unreadable)
         append_metrics(run_dir, row)
         write_checkpoint(run.state_dict(), run_dir, run.epoch)
         print(
@@ -161,6 +176,8 @@ def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None 
             f"{row['images'] / row['seconds']:.1f} img/s  {row['seconds']:.0f}s",
             flush=True,
         )
+        for line in epoch_notes(row, unreadable):
+            print(line)
         done += 1
         if stop_after is not None and done >= stop_after and run.epoch < recipe.epochs:
             return None

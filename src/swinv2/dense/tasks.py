@@ -110,7 +110,10 @@ class DetectionTask(DenseTask):
         model.eval()
         data: CocoDetectionData = loader.dataset
         results = []
-        for images, targets in loader:
+        for batch in loader:
+            if batch is None:  # nothing readable in this batch
+                continue
+            images, targets = batch
             outputs = model([im.to(device) for im in images])
             results += to_coco_results(outputs, [t["image_id"] for t in targets], data.category_ids)
         scores = coco_map(data.coco, results, data.image_ids, "bbox")
@@ -164,6 +167,9 @@ class SegmentationTask(DenseTask):
 
     @staticmethod
     def collate(batch):
+        batch = [sample for sample in batch if sample is not None]  # unreadable files, counted by the dataset
+        if not batch:
+            return None
         images, masks = zip(*batch)
         if len({im.shape for im in images}) == 1:
             return torch.stack(images), torch.stack(masks)
@@ -190,7 +196,10 @@ class SegmentationTask(DenseTask):
     def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
         model.eval()
         confusion = ConfusionMatrix(len(self.classes))
-        for images, masks in loader:
+        for batch in loader:
+            if batch is None:  # nothing readable in this batch
+                continue
+            images, masks = batch
             groups = zip(images, masks) if isinstance(images, list) else [(images, masks)]
             for im, mask in groups:
                 im = im if im.ndim == 4 else im[None]

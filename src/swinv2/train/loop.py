@@ -60,11 +60,16 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def nonfinite_message(what: str, epoch: int, batch: int, batches: int, recipe) -> str:
-    """Where the run broke, what was kept, and the usual remedies."""
+def _last_checkpoint(recipe) -> tuple[Path, str]:
+    """The run folder and a phrase naming its newest checkpoint, for error messages."""
     run_dir = Path(recipe.output or ".")
     kept = checkpoints(run_dir)
-    last = f"the last good checkpoint is {kept[0]}" if kept else "no checkpoint was written yet"
+    return run_dir, f"the last checkpoint is {kept[0]}" if kept else "no checkpoint was written yet"
+
+
+def nonfinite_message(what: str, epoch: int, batch: int, batches: int, recipe) -> str:
+    """Where the run broke, what was kept, and the usual remedies."""
+    run_dir, last = _last_checkpoint(recipe)
     return (
         f"non-finite {what} at epoch {epoch}, batch {batch} of {batches}; stopped without saving this epoch "
         f"({last}). Remedies: a lower --lr, gradient clipping (--clip-grad 5), --amp bf16 instead of fp16, "
@@ -385,9 +390,7 @@ def fit(
 
 
 def rank_lost_message(exc: Exception, rank: int, recipe: TrainRecipe) -> str:
-    run_dir = Path(recipe.output or ".")
-    kept = checkpoints(run_dir)
-    last = f"the last checkpoint is {kept[0]}" if kept else "no checkpoint was written yet"
+    run_dir, last = _last_checkpoint(recipe)
     return (
         f"rank {rank} stopped: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}. Another rank most likely "
         f"died (killed, out of memory, node lost) or hung past --dist-timeout ({recipe.dist_timeout:.0f} s); "
@@ -431,7 +434,7 @@ def _fit(
             append_metrics(run_dir, row)
         dist.save(trainer, run_dir)
         say(f"epoch {trainer.epoch}/{recipe.epochs}  {trainer.epoch_line(row)}", flush=True)
-        for line in _epoch_notes(row, unreadable[1]):
+        for line in epoch_notes(row, unreadable[1]):
             say(line)
         done_now += 1
         if stop_after is not None and done_now >= stop_after and trainer.epoch < recipe.epochs:
@@ -439,7 +442,7 @@ def _fit(
     return dist.broadcast(trainer.finish(run_dir, wall_start))
 
 
-def _epoch_notes(row: dict, unreadable: list[str]) -> list[str]:
+def epoch_notes(row: dict, unreadable: list[str]) -> list[str]:
     """What an epoch skipped: unreadable files (train and evaluation) and non-finite steps."""
     notes = []
     if row.get("unreadable_files"):

@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, ClassificationData
+from ..data.datasets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClassificationData,
+    MarksUnreadable,
+    UnreadableImage,
+    read_image,
+)
 from ..data.moving import DIRECTIONS, MovingFashionMNIST
 from ..data.moving import MEAN as MOVING_MEAN
 from ..data.moving import STD as MOVING_STD
@@ -28,25 +35,25 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 def read_frames(path: Path) -> torch.Tensor:
     """All frames of a video file (PyAV) or a folder of frame images, ``(T, H, W, 3)`` uint8."""
     if path.is_dir():
-        import numpy as np
-        from PIL import Image
 
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not files:
-            raise ValueError(f"{path}: no frame images ({', '.join(FRAME_SUFFIXES)})")
-        frames = []
-        for f in files:
-            with Image.open(f) as img:
-                frames.append(torch.from_numpy(np.array(img.convert("RGB"))))
+            raise UnreadableImage(f"{path}: no frame images ({', '.join(FRAME_SUFFIXES)})")
+        frames = [read_image(f).permute(1, 2, 0) for f in files]
+        if len({f.shape for f in frames}) > 1:
+            raise UnreadableImage(f"{path}: frames of different sizes")
         return torch.stack(frames)
     try:
         import av
     except ImportError as exc:
         raise ImportError("decoding video files needs PyAV: pip install 'swinv2[video]'") from exc
-    with av.open(str(path)) as container:
-        frames = [torch.from_numpy(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    try:
+        with av.open(str(path)) as container:
+            frames = [torch.from_numpy(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    except (av.FFmpegError, OSError, ValueError) as exc:  # truncated, corrupt, not a video
+        raise UnreadableImage(f"{path} is not a readable video ({exc})") from exc
     if not frames:
-        raise ValueError(f"{path}: no video frames decoded")
+        raise UnreadableImage(f"{path}: no video frames decoded")
     return torch.stack(frames)
 
 
@@ -86,7 +93,7 @@ class ClipSampling:
     std: tuple[float, ...] = IMAGENET_STD
 
 
-class VideoClipDataset(Dataset):
+class VideoClipDataset(MarksUnreadable, Dataset):
     """Clips listed in a CSV: training samples one random view, testing stacks ``clips x crops`` views
     into ``(V, C, T, H, W)``."""
 
@@ -100,13 +107,21 @@ class VideoClipDataset(Dataset):
             raise ValueError(f"{csv_path}: labels {unknown[:5]} are not among the training classes")
         self.index = {c: i for i, c in enumerate(self.classes)}
         self.sampling, self.train = sampling, train
+        self._init_marks(len(self.rows))
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def _sample_path(self, index: int) -> str:
+        return str(self.rows[index][0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         path, label = self.rows[i]
-        video = read_frames(path)  # (T, H, W, 3)
+        try:
+            video = read_frames(path)  # (T, H, W, 3)
+        except UnreadableImage:  # skipped by the loader, counted and named at the end of the epoch
+            self._mark(i)
+            return None
         return (train_view(video, self.sampling) if self.train else test_views(video, self.sampling)), self.index[label]
 
 
