@@ -187,6 +187,20 @@ def test_leftovers_of_an_interrupted_write_are_ignored_and_cleaned(tmp_path, ref
     ]
 
 
+@needs_fmnist
+def test_a_run_written_before_digests_still_resumes_with_a_warning(tmp_path, reference, caplog):
+    out = tmp_path / "run"
+    fit(recipe(out), stop_after=1, progress=False)
+    (out / "checkpoint-0001.pt").rename(out / "checkpoint.pt")  # the layout of earlier versions
+    (out / "checkpoint-0001.pt.sha256").unlink()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        fit(recipe(out), progress=False)
+    with caplog.at_level(logging.WARNING, logger="swinv2"):
+        fit(TrainRecipe.load(out / "config.json"), resume=True, progress=False)
+    assert "written without a digest" in caplog.text
+    assert_same_result(out, reference)
+
+
 # --------------------------------------------------------------------------------- untrusted files
 @pytest.mark.parametrize("payload", [CreatesFile, RunsShell])
 def test_malicious_pickles_are_refused_and_their_payload_never_runs(tmp_path, payload, capsys):

@@ -25,6 +25,7 @@ log = logging.getLogger("swinv2")
 KEEP = 2  # the newest checkpoint and the one before it, the fallback should the newest be damaged
 SUMS = "SHA256SUMS"
 _NAME = re.compile(r"^checkpoint-(\d{4,})\.(pt|dcp)$")
+LEGACY_PT, LEGACY_DCP = "checkpoint.pt", "checkpoint.dcp"  # the single checkpoint of earlier versions
 
 
 class CorruptCheckpoint(ValueError):
@@ -164,6 +165,10 @@ def latest_valid(run_dir: Path) -> Path | None:
         return path
     if problems:
         raise CorruptCheckpoint(f"{run_dir}: no intact checkpoint ({'; '.join(problems)})")
+    for legacy in (run_dir / LEGACY_PT, run_dir / LEGACY_DCP):  # written before checkpoints had digests
+        if legacy.is_file() or (legacy / "trainer.pt").is_file():
+            log.warning("resuming from %s, written without a digest: its integrity cannot be checked", legacy)
+            return legacy
     return None
 
 

@@ -26,7 +26,7 @@ from ..errors import NonFiniteLossError, RankLostError
 from ..factory import create_model
 from ..models.config import to_pair
 from ..registry import get_config
-from .checkpoints import checkpoints
+from .checkpoints import LEGACY_DCP, LEGACY_PT, checkpoints
 from .distributed import Distributed
 from .optim import WarmupCosine
 from .recipe import TrainRecipe
@@ -345,7 +345,7 @@ def check_run_dir(recipe: TrainRecipe, resume: bool) -> Path:
     """The run folder (``recipe.output``, else a timestamped one), refusing to start over a saved run.
     Creates nothing: a run that fails validation leaves no folder behind."""
     run_dir = Path(recipe.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    if not resume and checkpoints(run_dir):
+    if not resume and (checkpoints(run_dir) or (run_dir / LEGACY_PT).is_file() or (run_dir / LEGACY_DCP).is_dir()):
         raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --output")
     recipe.output = str(run_dir)
     return run_dir
