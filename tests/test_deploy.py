@@ -115,6 +115,15 @@ def test_torchscript_and_torch_export_match_pytorch(tmp_path, fmt):
         assert check.max_diff < 1e-4
 
 
+def test_video_models_export_too(tmp_path):
+    from swinv2.video import create_video_model
+
+    model = randomize(create_video_model("swinv2_video_pico_window4x8_64")).eval()
+    for check in export_model(model, "export", tmp_path / "v.pt2", batches=(1, 3)):
+        print(f"video torch.export vs PyTorch, {check.line()}")
+        assert check.max_diff < 1e-4
+
+
 def test_export_command_checks_and_predict_uses_the_stored_preprocessing(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

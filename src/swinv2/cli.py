@@ -154,7 +154,8 @@ def _export(args: argparse.Namespace) -> int:
     model = _model_to_export(args)
     checks = export_model(model, args.format, args.output, opset=args.opset, batches=tuple(args.check_batches))
     runner = {"onnx": "onnxruntime", "torchscript": "TorchScript", "export": "torch.export"}[args.format]
-    print(f"{args.output}: {type(model).__name__} at {model.cfg.img_size} px, {args.format}")
+    frames = f", {model.cfg.num_frames} frames" if hasattr(model.cfg, "num_frames") else ""
+    print(f"{args.output}: {type(model).__name__} at {model.cfg.img_size} px{frames}, {args.format}")
     for check in checks:
         print(f"  {runner} vs PyTorch, {check.line()}")
     worst = max(c.max_diff for c in checks)

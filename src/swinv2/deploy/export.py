@@ -43,8 +43,8 @@ def export_model(
     batches: tuple[int, ...] = (1, 3),
     seed: int = 0,
 ) -> list[Parity]:
-    """Write ``model`` (eval mode, its configured image size) as ``fmt`` to ``output`` and return the
-    parity with PyTorch at each batch size in ``batches``."""
+    """Write ``model`` (eval mode, its configured image size; video models at their frame count too) as
+    ``fmt`` to ``output`` and return the parity with PyTorch at each batch size in ``batches``."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     model = model.eval()
@@ -71,8 +71,11 @@ def export_model(
 
 
 def _images(model: nn.Module, batch: int, seed: int) -> torch.Tensor:
-    h, w = to_pair(model.cfg.img_size)
-    return torch.randn(batch, model.cfg.in_chans, h, w, generator=torch.Generator().manual_seed(seed + batch))
+    """Random inputs of the model's size: ``(B, C, H, W)`` images, or ``(B, C, T, H, W)`` clips."""
+    cfg = model.cfg
+    frames = (cfg.num_frames,) if hasattr(cfg, "num_frames") else ()
+    shape = (batch, cfg.in_chans, *frames, *to_pair(cfg.img_size))
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed + batch))
 
 
 @torch.no_grad()
