@@ -127,8 +127,7 @@ def evaluate(
     """
     model.eval()
     dtype = next(model.parameters()).dtype
-    correct1 = correct5 = total = 0
-    loss_sum = 0.0
+    scores = TopKScores()
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if batch_transform is not None:
@@ -138,14 +137,29 @@ def evaluate(
             logits = model(images).float()
         keep = labels >= 0
         logits, labels = logits[keep], labels[keep]
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == labels).sum().item()
-        correct5 += (top == labels[:, None]).any(dim=1).sum().item()
-        total += labels.numel()
-    if reduce is not None:
-        correct1, correct5, loss_sum, total = reduce(correct1, correct5, loss_sum, total)
-    return {"top1": 100 * correct1 / total, "top5": 100 * correct5 / total, "val_loss": loss_sum / total}
+        scores.add(logits, labels, F.cross_entropy(logits, labels, reduction="sum").item())
+    return scores.result(reduce)
+
+
+class TopKScores:
+    """Running top-1 / top-5 hits and summed loss over batches of scores (logits or probabilities)."""
+
+    def __init__(self) -> None:
+        self.correct1 = self.correct5 = self.total = 0
+        self.loss_sum = 0.0
+
+    def add(self, scores: torch.Tensor, labels: torch.Tensor, loss_sum: float) -> None:
+        top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+        self.correct1 += (top[:, 0] == labels).sum().item()
+        self.correct5 += (top == labels[:, None]).any(dim=1).sum().item()
+        self.total += labels.numel()
+        self.loss_sum += loss_sum
+
+    def result(self, reduce: Callable[..., tuple[float, ...]] | None = None) -> dict:
+        """Percentages and mean loss; ``reduce`` sums the counts over ranks first."""
+        counts = (self.correct1, self.correct5, self.loss_sum, self.total)
+        correct1, correct5, loss_sum, total = reduce(*counts) if reduce is not None else counts
+        return {"top1": 100 * correct1 / total, "top5": 100 * correct5 / total, "val_loss": loss_sum / total}
 
 
 class Trainer:

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, ClassificationData
-from ..train.loop import Trainer, autocast, model_overrides
+from ..train.loop import TopKScores, Trainer, autocast, model_overrides
 from ..train.recipe import TrainRecipe
 from ..train.state import write_json
 from .data import ClipSampling, VideoClipDataset, moving_fashion_mnist_data
@@ -69,8 +69,7 @@ def evaluate_clips(model: nn.Module, loader, device: torch.device, amp: str = "n
     """Top-1 / top-5 / loss over clips ``(B, C, T, H, W)`` or views ``(B, V, C, T, H, W)`` (softmax
     scores averaged over the views). ``transform`` changes each clip first (the one-frame control)."""
     model.eval()
-    correct1 = correct5 = total = 0
-    loss_sum = 0.0
+    scores = TopKScores()
     for clips, labels in loader:
         clips, labels = clips.to(device), labels.to(device)
         views = clips if clips.dim() == 6 else clips[:, None]
@@ -82,14 +81,8 @@ def evaluate_clips(model: nn.Module, loader, device: torch.device, amp: str = "n
             probs = model(flat).float().softmax(-1).view(b, v, -1).mean(1)
         keep = labels >= 0
         probs, labels = probs[keep], labels[keep]
-        loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item()
-        top = probs.topk(min(5, probs.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == labels).sum().item()
-        correct5 += (top == labels[:, None]).any(dim=1).sum().item()
-        total += labels.numel()
-    if reduce is not None:
-        correct1, correct5, loss_sum, total = reduce(correct1, correct5, loss_sum, total)
-    return {"top1": 100 * correct1 / total, "top5": 100 * correct5 / total, "val_loss": loss_sum / total}
+        scores.add(probs, labels, F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item())
+    return scores.result(reduce)
 
 
 def one_frame(clips: torch.Tensor, index: int | None = None) -> torch.Tensor:
