@@ -2,8 +2,9 @@
 
 Every parameter of the reference is randomised (default init makes SwinV2 blocks identities), the state
 dict is converted to this project's layout and loaded strictly, and logits are compared in fp32.
-The explicit attention path is compared at 1e-5; the fused (SDPA) path at the rounding its folded
-logit scale allows (see ``test_fused_path_tracks_reference``).
+The explicit attention path with PyTorch's own linear kernels is compared at 1e-5; the fast path (SDPA,
+oneDNN linear layers in CPU inference) at the rounding its folded logit scale and other summation order
+allow (see ``test_fused_path_tracks_reference``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from helpers import diff, randomize
 from swinv2 import SwinV2, convert_state_dict, create_model
 from swinv2.convert import detect_source, to_official
+from swinv2.layers.linear import use_onednn
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -26,6 +28,14 @@ SETTINGS = [
     ("swinv2_tiny_window16_256", {}),
     ("swinv2_tiny_window16_256", {"pretrained_window_sizes": (12, 12, 12, 6)}),
 ]
+
+
+@pytest.fixture(autouse=True)
+def reference_kernels():
+    """Reference comparisons run PyTorch's own linear kernels (oneDNN's are checked against them in
+    test_fast_paths, and against timm below)."""
+    with use_onednn(False):
+        yield
 
 
 def explicit(model: SwinV2) -> SwinV2:
@@ -173,11 +183,12 @@ def test_official_simmim_file_with_rpe_mlp_and_buffers():
 
 @pytest.mark.parametrize(("name", "overrides"), SETTINGS[:2])
 def test_fused_path_tracks_reference(name, overrides):
-    """SDPA folds the logit scale into q (another rounding order): fp32 noise, not a different function."""
+    """SDPA folds the logit scale into q, oneDNN sums products in another order: fp32 noise, not a different
+    function."""
     ref = randomize(timm.create_model(name).eval())
     fused = load_converted(name, ref.state_dict())
     x = torch.randn(2, 3, 256, 256)
-    with torch.no_grad():
+    with torch.no_grad(), use_onednn(True):
         check(f"fused {name}", ref(x), fused(x), tol=1e-4)
 
 

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
+from .linear import linear, linear_weights
 from .position import ContinuousPositionBias, RelativePositionTable, Window
 
 MAX_LOGIT_SCALE = math.log(1.0 / 0.01)
@@ -146,7 +147,7 @@ class WindowAttention(nn.Module):
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         b, n, _ = x.shape
-        qkv = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, self.head_dim)
+        qkv = linear_weights(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, self.head_dim)
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B_, heads, N, hd)
 
     def forward(self, x: torch.Tensor, window: Window, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -165,7 +166,7 @@ class WindowAttention(nn.Module):
     def _merge_heads(self, out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """Per-head outputs ``(B_, [nW,] heads, N, hd)`` -> output projection of ``(B_, N, C)``."""
         b_, n, c = shape
-        return self.proj(out.reshape(b_, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(b_, n, c))
+        return linear(out.reshape(b_, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(b_, n, c), self.proj)
 
     def chunk_windows(self, n: int) -> int:
         """Most windows per chunk of sequential attention (``sys.maxsize`` when it is off)."""

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .linear import linear, linear_gelu
+
 # ``sequential=True`` sizes token chunks so that one chunk's hidden activations hold at most this many
 # elements (16 MiB in fp32): SwinV2-T's stage 1 at 1024 px (65,536 tokens, 384 hidden) runs in 7 chunks.
 AUTO_CHUNK_HIDDEN = 1 << 22
@@ -36,10 +38,11 @@ class Mlp(nn.Module):
         self.recompute_gelu = False  # set with activation checkpointing: see GeluLinear
 
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.fc1(x)
         if self.recompute_gelu and torch.is_grad_enabled() and not (self.training and self.drop1.p > 0):
-            return self.drop2(GeluLinear.apply(hidden, self.fc2.weight, self.fc2.bias))
-        return self.drop2(self.fc2(self.drop1(self.act(hidden))))
+            return self.drop2(GeluLinear.apply(self.fc1(x), self.fc2.weight, self.fc2.bias))
+        if not self.training:  # dropouts are identities; GELU fuses into fc1 in CPU inference
+            return linear(linear_gelu(x, self.fc1, self.act), self.fc2)
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
     def chunk_tokens(self) -> int | None:
         """Tokens per chunk, or None when the MLP runs on all tokens at once."""

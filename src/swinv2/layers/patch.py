@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import linear
+
 
 class PatchEmbed(nn.Module):
     """Non-overlapping ``patch x patch`` convolution then LayerNorm: ``(B, C_in, H, W)`` -> ``(B, H/p, W/p, C)``."""
@@ -48,5 +50,5 @@ class PatchMerging(nn.Module):
         # The order (0,0), (1,0), (0,1), (1,1) of (row, col) offsets is what every released checkpoint uses.
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         if self.norm_first:
-            return self.reduction(self.norm(x))
-        return self.norm(self.reduction(x))  # (B, H/2, W/2, 2C)
+            return linear(self.norm(x), self.reduction)
+        return self.norm(linear(x, self.reduction))  # (B, H/2, W/2, 2C)

@@ -35,7 +35,6 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 def read_frames(path: Path) -> torch.Tensor:
     """All frames of a video file (PyAV) or a folder of frame images, ``(T, H, W, 3)`` uint8."""
     if path.is_dir():
-
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not files:
             raise UnreadableImage(f"{path}: no frame images ({', '.join(FRAME_SUFFIXES)})")
