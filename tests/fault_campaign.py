@@ -197,6 +197,7 @@ class Campaign:
         from swinv2.train import fit
         from swinv2.train.checkpoints import checkpoints, verify
         from swinv2.train.state import read_metrics
+
         rng = random.Random(0)
         for name, trainer in (("NaN loss", NanLoss), ("Inf gradient", InfGrad)):
             outcome = Counter()
