@@ -122,13 +122,14 @@ def test_logit_scale_clamped_at_ln_100():
     assert torch.allclose(attn.logit_scale_value(), torch.full_like(attn.logit_scale, 100.0))
 
 
-def test_fused_equals_explicit_forward_and_grad(monkeypatch):
-    """Shifted, clipped and padded windows with pretrained windows: the SDPA path is the explicit one.
+@pytest.mark.parametrize("sdpa", [True, False], ids=["sdpa", "matrices"])
+def test_fused_equals_explicit_forward_and_grad(monkeypatch, sdpa):
+    """Shifted, clipped and padded windows with pretrained windows: the fused path is the explicit one.
 
-    On a CPU, float64 and autograd through the bias both make the fused path pick the explicit product;
-    SDPA is forced here so that its own forward and backward through the folded 4-D layout are compared.
+    The fused path runs SDPA, or where that loses its own products of pre-scaled q and k; each is forced
+    here so that its forward and backward (SDPA's through the folded 4-D layout) are compared.
     """
-    monkeypatch.setattr(attention, "sdpa_pays", lambda q, bias: True)
+    monkeypatch.setattr(attention, "sdpa_pays", lambda q, bias: sdpa)
     for img, kw in [(64, {}), (72, {"pretrained_window_sizes": (12, 12, 12, 6)}), (40, {"window_size": 12})]:
         # drop_path off: train mode must be deterministic for the two paths to be compared
         fused = randomize(tiny("swinv2_tiny_window8_256", drop_path_rate=0.0, **kw).double())
