@@ -143,12 +143,27 @@ class WindowAttention(nn.Module):
         return bias
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head queries, keys and values, 3 x ``(B_, heads, N, hd)``; on the fused path q and k come
+        pre-scaled (:meth:`_scale_queries_keys`)."""
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         b, n, _ = x.shape
         qkv = linear_weights(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, self.head_dim)
-        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B_, heads, N, hd)
+        if not self.fused:
+            return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = self._scale_queries_keys(qkv[:, :, :2]).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, qkv[:, :, 2].transpose(1, 2)
+
+    def _scale_queries_keys(self, qk: torch.Tensor) -> torch.Tensor:
+        """``(B_, N, 2, heads, hd)`` queries and keys whose plain product is the attention logits: for
+        cosine attention both normalised and ``1 / tau`` folded into q. Scaling both while they are still
+        token-major takes one norm and one multiply over contiguous rows, none over the N x N logits."""
+        if self.attention == "cosine":
+            scale = self.logit_scale_value().to(qk.dtype).view(1, self.num_heads, 1)
+            scale = torch.cat((scale, torch.ones_like(scale)))  # (2, heads, 1): q's 1 / tau, k's 1
+            return qk * (_inverse_norm(qk) * scale)
+        return qk * torch.tensor([[[self.head_dim**-0.5]], [[1.0]]], dtype=qk.dtype, device=qk.device)
 
     def forward(self, x: torch.Tensor, window: Window, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``(B * nW, N, C)`` windows; ``mask``: additive ``(nW, N, N)`` or None."""
@@ -218,19 +233,12 @@ class WindowAttention(nn.Module):
         return attn @ v
 
     def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        q, k = self._scaled_queries_keys(q, k)
+        """Attention of pre-scaled q and k: SDPA, or explicit products where that loses."""
         if not sdpa_pays(q, bias):
             return self._matrices(q, k, v, bias)
         dropout = self.attn_drop if self.training else 0.0
         with sdpa_kernel(SDPA_BACKENDS):
             return self._sdpa(q, k, v, bias, dropout)
-
-    def _scaled_queries_keys(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries and keys whose plain product is the attention logits: for cosine attention q and k
-        normalised and ``1 / tau`` folded into q (one multiply of q, none of the N x N logits)."""
-        if self.attention == "cosine":
-            return q * (_inverse_norm(q) * self.logit_scale_value().to(q.dtype)), k * _inverse_norm(k)
-        return q * self.head_dim**-0.5, k
 
     def _matrices(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Attention as explicit products of pre-scaled q and k, the bias added in place: where SDPA's
