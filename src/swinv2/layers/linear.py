@@ -10,8 +10,7 @@ it freezes a model for CPU inference.
 The oneDNN kernel has no autograd formula and is not part of any export format, so :func:`linear` takes it
 only in plain eager inference; training, autograd, ``torch.compile`` / export / tracing, Python dispatch
 modes (FLOP counters, fake tensors), autocast, other devices and module hooks get ``F.linear`` (and
-``F.gelu``).
-:func:`use_onednn` switches it off for comparisons.
+``F.gelu``). :func:`use_onednn` switches it off for comparisons.
 """
 
 from __future__ import annotations
