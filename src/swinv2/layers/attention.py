@@ -150,20 +150,25 @@ class WindowAttention(nn.Module):
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         b, n, _ = x.shape
         qkv = linear_weights(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, self.head_dim)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B_, heads, N, hd), a view
         if not self.fused:
-            return qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self._scale_queries_keys(qkv[:, :, :2]).permute(2, 0, 3, 1, 4).unbind(0)
-        return q, k, qkv[:, :, 2].transpose(1, 2)
+            return qkv.unbind(0)
+        q, k = self._scale_queries_keys(qkv[:2]).unbind(0)
+        return q, k, qkv[2]
 
     def _scale_queries_keys(self, qk: torch.Tensor) -> torch.Tensor:
-        """``(B_, N, 2, heads, hd)`` queries and keys whose plain product is the attention logits: for
-        cosine attention both normalised and ``1 / tau`` folded into q. Scaling both while they are still
-        token-major takes one norm and one multiply over contiguous rows, none over the N x N logits."""
+        """Queries and keys ``(2, B_, heads, N, hd)`` whose plain product is the attention logits: for
+        cosine attention both normalised and ``1 / tau`` folded into q, in one norm and one multiply,
+        none over the N x N logits. The result is contiguous, so the products and SDPA's window folding
+        need no copies of q and k."""
         if self.attention == "cosine":
-            scale = self.logit_scale_value().to(qk.dtype).view(1, self.num_heads, 1)
-            scale = torch.cat((scale, torch.ones_like(scale)))  # (2, heads, 1): q's 1 / tau, k's 1
-            return qk * (_inverse_norm(qk) * scale)
-        return qk * torch.tensor([[[self.head_dim**-0.5]], [[1.0]]], dtype=qk.dtype, device=qk.device)
+            scale = self.logit_scale_value().to(qk.dtype).view(1, 1, self.num_heads, 1, 1)
+            scale = torch.cat((scale, torch.ones_like(scale)))  # q's 1 / tau, k's 1
+            factor = _inverse_norm(qk) * scale  # contiguous (2, B_, heads, N, 1)
+        else:
+            factor = qk.new_tensor([self.head_dim**-0.5, 1.0]).view(2, 1, 1, 1, 1)
+            factor = factor.expand(*qk.shape[:-1], 1).contiguous()  # q's 1 / sqrt(hd), k's 1
+        return factor * qk  # the first operand's layout wins: contiguous, though qk is a strided view
 
     def forward(self, x: torch.Tensor, window: Window, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``(B * nW, N, C)`` windows; ``mask``: additive ``(nW, N, N)`` or None."""
