@@ -34,9 +34,11 @@ def test_benchmark_against_all_peers_small():
 
 
 def test_bench_cli_ends_with_one_json_line():
-    out = run("bench", "--peers", "", "--modes", "infer_fp32", "--img-size", "64", "--batch-size", "1", "--rounds", "1")
+    modes = "infer_fp32,infer_bf16"
+    out = run("bench", "--peers", "", "--modes", modes, "--img-size", "64", "--batch-size", "1", "--rounds", "1")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
     assert result["rows"][0]["contender"] == "swinv2" and result["rows"][0]["img_per_s"] > 0
+    assert set(result["bf16_top1_agreement"]) == {"swinv2"} and 0.5 <= result["bf16_top1_agreement"]["swinv2"] <= 1
     bad = run("bench", "--modes", "infer_fp64")
     assert bad.returncode == 2 and "infer_fp64" in bad.stderr
