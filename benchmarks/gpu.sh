@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure of docs/results.md in one run (a lent GPU's time is short):
 #   1. CUDA parity: fused (SDPA) vs explicit attention, forward and gradients; this project vs timm;
-#   2. the speed table (`swinv2 bench`) for SwinV2-T and -B at 256 and 384 px, fp32 and bf16;
+#   2. the speed table (`swinv2 bench`) for SwinV2-T and -B at 256 and 384 px, fp32 and bf16, and whether
+#      the shift mask built only for the border windows pays on the GPU (`benchmarks/shift_mask.py`);
 #   3. the largest trainable side of SwinV2-B and -L, plain and with each saver set, capped at $CAPACITY_GIB
 #      (default 79 GiB: an 80 GB card; one process per saver set);
 #   4. `swinv2 train --strategy fsdp` under torchrun with NCCL (one process on a one-GPU machine).
@@ -37,6 +38,11 @@ if wanted bench; then
     bench 65 --model swinv2_tiny_window16_256 --img-size 384 --window-size 24 --batch-size 32
     bench 65 --model swinv2_base_window8_256 --img-size 256 --batch-size 64
     bench 75 --model swinv2_base_window12to24_192to384 --img-size 384 --batch-size 32
+    for dtype in float32 bfloat16; do  # SwinV2-T stage 1 at batch 64; B at 384 px (w24) stage 1 at batch 32
+        timeout 30 $PY benchmarks/shift_mask.py --device cuda --dtype $dtype --batch 64 2>&1 | tee -a "$OUT/bench.log"
+        timeout 30 $PY benchmarks/shift_mask.py --device cuda --dtype $dtype --batch 32 --feat 96 --window 24 \
+            --heads 4 2>&1 | tee -a "$OUT/bench.log"
+    done
 fi
 
 if wanted maxres; then
