@@ -198,3 +198,24 @@ def test_onednn_is_left_out_of_autograd_tracing_counting_and_hooks():
     with torch.no_grad():
         model(x)
     assert seen, "a forward hook on a linear layer still runs"
+
+
+@needs_onednn
+def test_a_failing_onednn_kernel_falls_back_to_pytorch_with_one_warning(monkeypatch):
+    from swinv2.layers import linear as linear_module
+
+    model = randomize(tiny("swinv2_tiny_window8_256")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad(), use_onednn(False):
+        reference = model(x)
+
+    def broken(*args):
+        raise RuntimeError("no oneDNN primitive for this CPU")
+
+    monkeypatch.setattr(linear_module, "_pointwise", broken)
+    monkeypatch.setattr(linear_module, "_failed", set())
+    with torch.no_grad(), pytest.warns(UserWarning, match="oneDNN linear kernel failed") as caught:
+        out = model(x)
+        again = model(x)
+    assert len(caught) == 1, "one warning, then the kernel is not tried again"
+    assert torch.equal(out, reference) and torch.equal(again, reference)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 _enabled = True
+_failed: set[torch.dtype] = set()  # dtypes whose kernel raised on this machine
 
 
 @contextlib.contextmanager
@@ -58,7 +60,7 @@ def _eligible(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) 
         return False
     if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
         return False
-    return _kernel_available(x.dtype)
+    return x.dtype not in _failed and _kernel_available(x.dtype)
 
 
 def _hooked(*modules: nn.Module) -> bool:
@@ -68,23 +70,46 @@ def _hooked(*modules: nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
+def _pointwise(*args) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(*args)
+
+
+def _kernel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor | None:
+    """oneDNN's product (``gelu``: with GELU applied), or None where the kernel fails on this machine: it
+    is then off for that dtype, with one warning, and the callers run PyTorch's own ops."""
+    try:
+        if gelu:
+            return _pointwise(x, weight, bias, "gelu", [], "none")
+        return _pointwise(x, weight, bias, "none", [], "")
+    except RuntimeError as err:
+        _failed.add(x.dtype)
+        warnings.warn(f"oneDNN linear kernel failed, PyTorch's linear from now on for {x.dtype}: {err}", stacklevel=3)
+        return None
+
+
 def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     """``layer(x)``, through oneDNN in eligible CPU inference."""
-    if _hooked(layer) or not _eligible(x, layer.weight, layer.bias):
-        return layer(x)
-    return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+    if not _hooked(layer) and _eligible(x, layer.weight, layer.bias):
+        out = _kernel(x, layer.weight, layer.bias, gelu=False)
+        if out is not None:
+            return out
+    return layer(x)
 
 
 def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN in eligible CPU inference."""
-    if not _eligible(x, weight, bias):
-        return F.linear(x, weight, bias)
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    if _eligible(x, weight, bias):
+        out = _kernel(x, weight, bias, gelu=False)
+        if out is not None:
+            return out
+    return F.linear(x, weight, bias)
 
 
 def linear_gelu(x: torch.Tensor, layer: nn.Linear, act: nn.Module) -> torch.Tensor:
     """``act(layer(x))`` with ``act`` an exact ``nn.GELU``, GELU fused into the product where eligible."""
     exact_gelu = type(act) is nn.GELU and act.approximate == "none"
-    if not exact_gelu or _hooked(layer, act) or not _eligible(x, layer.weight, layer.bias):
-        return act(layer(x))
-    return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], "none")
+    if exact_gelu and not _hooked(layer, act) and _eligible(x, layer.weight, layer.bias):
+        out = _kernel(x, layer.weight, layer.bias, gelu=True)
+        if out is not None:
+            return out
+    return act(layer(x))
