@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from swinv2.bench import benchmark, format_table, peak_memory
+from swinv2.bench import INPUT_ROUNDING, benchmark, format_table, peak_memory
 from test_cli import run
 
 
@@ -28,6 +28,7 @@ def test_benchmark_against_all_peers_small():
     rows = {(r["contender"], r["mode"]): r for r in result["rows"]}
     assert set(rows) == {(c, m) for c in ("swinv2", "timm", "hf", "torchvision") for m in ("infer_fp32", "train_fp32")}
     assert all(r["img_per_s"] > 0 and r["peak_mb"] > 0 and 0 < r["mfu"] < 1 for r in rows.values())
+    assert all(r["img_per_s"] < r["roof_img_per_s"] for r in rows.values())  # no faster than the matmul peak
     assert rows[("timm", "infer_fp32")]["x_timm"] == 1.0
     diffs = result["max_abs_diff_vs_swinv2"]
     assert set(diffs) == {"timm", "hf", "torchvision"} and max(diffs.values()) < 1e-4, diffs
@@ -35,10 +36,16 @@ def test_benchmark_against_all_peers_small():
 
 def test_bench_cli_ends_with_one_json_line():
     modes = "infer_fp32,infer_bf16"
-    out = run("bench", "--peers", "", "--modes", modes, "--img-size", "64", "--batch-size", "1", "--rounds", "1")
+    sizes = ("--img-size", "64", "--batch-size", "1", "--rounds", "1", "--agreement-inputs", "16")
+    out = run("bench", "--peers", "", "--modes", modes, *sizes)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
     assert result["rows"][0]["contender"] == "swinv2" and result["rows"][0]["img_per_s"] > 0
-    assert set(result["bf16_top1_agreement"]) == {"swinv2"} and 0.5 <= result["bf16_top1_agreement"]["swinv2"] <= 1
+    agreement = result["bf16_top1_agreement"]
+    assert set(agreement) == {"swinv2", INPUT_ROUNDING} and result["agreement_inputs"] == 16, agreement
+    assert all(0.5 <= v <= 1 and (16 * v).is_integer() for v in agreement.values()), agreement
     bad = run("bench", "--modes", "infer_fp64")
     assert bad.returncode == 2 and "infer_fp64" in bad.stderr
+    for flag in ("--rounds", "--agreement-inputs"):
+        bad = run("bench", flag, "0")
+        assert bad.returncode == 2 and flag in bad.stderr and "expected a whole number >= 1, got 0" in bad.stderr

@@ -244,6 +244,7 @@ def _bench(args: argparse.Namespace) -> int:
         iters=args.iters,
         device=args.device,
         window_size=args.window_size,
+        agreement_inputs=args.agreement_inputs,
     )
     return 0
 
@@ -253,6 +254,16 @@ def _on_off(text: str) -> bool:
     if text.lower() not in value:
         raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
     return value[text.lower()]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 TRAIN_FLAGS = {
@@ -439,17 +450,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="throughput, peak memory and MFU against timm, Hugging Face and torchvision")
     p.add_argument("--model", default="swinv2_tiny_window8_256", help="a timm-named registry entry")
     p.add_argument("--img-size", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=_positive, default=8)
     p.add_argument(
         "--peers",
         default="timm,hf,torchvision",
         help="comma-separated, of timm, hf, torchvision, compiled (ours under torch.compile); empty for ours only",
     )
     p.add_argument("--modes", default="infer_fp32,infer_bf16,train_fp32,train_bf16")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the median is reported)")
-    p.add_argument("--iters", type=int, default=2, help="timed calls per contender per round")
+    p.add_argument("--rounds", type=_positive, default=5, help="interleaved rounds (the median is reported)")
+    p.add_argument("--iters", type=_positive, default=2, help="timed calls per contender per round")
     p.add_argument("--window-size", type=int, help="replace the model's window in every contender")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--agreement-inputs", type=_positive, default=256, help="random inputs of the bf16 top-1 agreement check"
+    )
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("bench-memory", help="peak memory of a high-resolution training step: savers vs timm")
