@@ -1,7 +1,7 @@
 """Worker of tests/test_distributed.py, started by torchrun: several short ``fit`` calls in one launch.
 
 ``python -m torch.distributed.run --nproc_per_node 2 tests/distributed_runs.py PLAN.json``; the plan is a
-list of ``{"kind": "fit" | "resume" | "pretrain", "recipe": {...}, "stop_after": n}`` or
+list of ``{"kind": "fit" | "resume" | "pretrain" | "video", "recipe": {...}, "stop_after": n}`` or
 ``{"kind": "cli", "args": [...]}`` (``swinv2 ...`` through :func:`swinv2.cli.main`). One process group serves
 every run (``fit`` uses a group it finds), so torch is imported once per rank, not once per run.
 """
@@ -32,6 +32,10 @@ def run(step: dict) -> None:
         fit(dataclasses.replace(saved, **recipe), resume=True, progress=False)
     elif kind == "pretrain":
         pretrain(PretrainRecipe(**recipe), stop_after=step.get("stop_after"), progress=False)
+    elif kind == "video":
+        from swinv2.video.train import VideoRecipe, VideoTrainer
+
+        fit(VideoRecipe(**recipe), progress=False, trainer_class=VideoTrainer)
     else:
         fit(TrainRecipe(**recipe), stop_after=step.get("stop_after"), progress=False)
 

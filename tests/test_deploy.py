@@ -124,6 +124,19 @@ def test_video_models_export_too(tmp_path):
         assert check.max_diff < 1e-4
 
 
+def test_export_command_sets_a_video_models_window_and_refuses_another_clip_size(tmp_path, capsys):
+    from swinv2.cli import _model_to_export, build_parser
+    from swinv2.video import create_video_model
+
+    create_video_model("swinv2_video_pico_window4x8_64").save_pretrained(tmp_path / "v")
+    common = ["export", "--checkpoint", str(tmp_path / "v"), "--format", "export", "--output", str(tmp_path / "v.pt2")]
+    model = _model_to_export(build_parser().parse_args([*common, "--window-size", "4"]))
+    assert model.cfg.window_size == (4, 4, 4) and model.stages[0].blocks[0].window == (4, 4, 4)
+    assert main([*common, "--img-size", "96"]) == 2
+    assert "--img-size: a video model exports at its clip size" in capsys.readouterr().err
+    assert not (tmp_path / "v.pt2").exists()
+
+
 def test_export_command_checks_and_predict_uses_the_stored_preprocessing(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

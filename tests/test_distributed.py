@@ -1,7 +1,7 @@
 """Data-parallel training: DDP, ZeRO-1 and FSDP2 in real torchrun processes reproduce the one-process run,
 and checkpoints resume across strategies and world sizes.
 
-The torchrun runs share one module-scoped fixture (one launch of two ranks running eight short runs, one
+The torchrun runs share one module-scoped fixture (one launch of two ranks running nine short runs, one
 of them ``swinv2 train --strategy fsdp`` through the CLI's ``main``; ~30 s on two busy cores); the rest
 are in-process unit tests. Tolerance: the strategies sum the same per-sample gradients in another order
 (per-rank means weighted and averaged instead of one mean), so runs agree to float32 rounding amplified
@@ -40,6 +40,7 @@ from swinv2.train.distributed import (
     slice_bounds,
 )
 from swinv2.train.optim import build_optimizer
+from swinv2.video.train import VideoRecipe, VideoTrainer
 
 RTOL = 1e-4
 # 97 = 3 x 32 + 1: the last global batch holds one image, so rank 1 trains on a padding sample (weight 0);
@@ -53,6 +54,8 @@ BASE = dict(
     layer_decay=0.9,
     warmup_epochs=0.5,
 )
+# The video trainer on Moving Fashion-MNIST: 48 clips in 3 global batches, 20 test clips split 10 / 10.
+VIDEO = dict(train_limit=48, val_limit=20, epochs=1, batch_size=16, amp="none")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
@@ -112,6 +115,7 @@ def runs(tmp_path_factory) -> Path:
     with one_thread():  # module fixtures run before the function-scoped _one_thread
         fit(TrainRecipe(**recipe("single")), progress=False)
         fit(TrainRecipe(**recipe("single_pre", **_pretrained(root, 1))), progress=False)
+        fit(VideoRecipe(**VIDEO, output=str(root / "video_single")), progress=False, trainer_class=VideoTrainer)
     plan = [
         {"kind": "fit", "recipe": recipe("ddp", strategy="ddp")},
         {"kind": "fit", "recipe": recipe("zero", strategy="zero")},
@@ -124,6 +128,7 @@ def runs(tmp_path_factory) -> Path:
             "recipe": {**recipe("simmim", strategy="fsdp", epochs=1, train_limit=64, val_limit=16), "layer_decay": 1},
         },
         {"kind": "cli", "args": ["train", *flags, "--strategy=fsdp", f"--output={root / 'fsdp'}", "--no-progress"]},
+        {"kind": "video", "recipe": {**VIDEO, "output": str(root / "video_fsdp"), "strategy": "fsdp"}},
     ]
     (root / "plan.json").write_text(json.dumps(plan))
     out = launch([*TORCHRUN, str(Path(__file__).parent / "distributed_runs.py"), str(root / "plan.json")])
@@ -147,7 +152,7 @@ def test_ddp_zero_and_fsdp_under_torchrun_match_one_process(runs):
     for run in ("fsdp", "zero"):
         verify(checkpoints(runs / run)[0])
     stdout = (runs / "stdout.txt").read_text()  # rank 0 alone prints: one line per finished run
-    assert stdout.count("done: top1") == 5 and stdout.count("done: masked-pixel") == 1, stdout
+    assert stdout.count("done: top1") == 6 and stdout.count("done: masked-pixel") == 1, stdout
     assert stdout.count(f"-> {runs / 'fsdp'}\n") == 1 and "fsdp x 2" in stdout
 
 
@@ -165,6 +170,14 @@ def test_resume_under_another_strategy_and_world_size_equals_the_uninterrupted_r
 @needs_fmnist
 def test_meta_init_with_pretrained_weights_starts_where_one_process_does(runs):
     assert_same_run(runs / "fsdp_meta", runs / "single_pre")
+
+
+@needs_fmnist
+def test_video_training_under_fsdp_matches_one_process(runs):
+    diffs = assert_same_run(runs / "video_fsdp", runs / "video_single")
+    single = json.loads((runs / "video_single" / "summary.json").read_text())
+    sharded = json.loads((runs / "video_fsdp" / "summary.json").read_text())
+    assert sharded["top1_single_frame"] == single["top1_single_frame"], diffs  # the control, reduced over ranks
 
 
 @needs_fmnist

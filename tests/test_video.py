@@ -12,8 +12,9 @@ from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 from helpers import needs_fmnist, randomize
 from swinv2 import create_model
-from swinv2.checkpoint import save_weights
+from swinv2.checkpoint import read_checkpoint, save_weights
 from swinv2.cli import main
+from swinv2.convert import to_official
 from swinv2.data.moving import MovingFashionMNIST
 from swinv2.layers.window import attention_mask as attention_mask_2d
 from swinv2.video.config import VideoSwinV2Config
@@ -135,6 +136,17 @@ def test_inflation_from_a_file_at_another_window(tmp_path):
     assert out.shape == (1, 8)
 
 
+def test_image_files_of_other_layouts_inflate_through_inflate_only(tmp_path):
+    image = randomize(create_model("swinv2_femto_window8_128")).eval()
+    torch.save({"model": to_official(image.state_dict())}, tmp_path / "official.pth")  # no config inside
+    with pytest.raises(ValueError, match=r"image model without this project's config .* swinv2.video.inflate"):
+        create_video_model("swinv2_video_pico_window4x8_64", pretrained=tmp_path / "official.pth")
+    video = inflate(tmp_path / "official.pth", image_name="swinv2_femto_window8_128")
+    assert video.load_report.clean and video.cfg.embed_dim == image.cfg.embed_dim
+    conv = video.patch_embed.proj.weight  # repeated over the temporal patch, divided by its length
+    assert conv.shape[2] == video.cfg.patch_size[0] and torch.allclose(conv.sum(2), image.patch_embed.proj.weight)
+
+
 def test_video_model_training_step_and_bad_input():
     model = create_video_model("swinv2_video_pico_window4x8_64", cpb_hidden=16)
     clips, labels = torch.randn(2, 1, 8, 64, 64), torch.tensor([1, 5])
@@ -183,6 +195,25 @@ def test_clip_folders_in_a_csv_with_multi_view_testing(tmp_path):
     (tmp_path / "bad.csv").write_text("a,swim\n")
     with pytest.raises(ValueError, match="not among the training classes"):
         VideoClipDataset(tmp_path / "bad.csv", sampling, train=False, classes=train.classes)
+
+
+def test_cli_video_train_on_a_clip_folder_with_switches(tmp_path, capsys):
+    for i, name in enumerate("abcd"):
+        _write_frames(tmp_path / "clips" / name, 12, 20 * i)
+    rows = "path,label\na,jump\nb,run\nc,jump\nd,run\n"
+    for split in ("train", "val"):
+        (tmp_path / "clips" / f"{split}.csv").write_text(rows)
+    out = tmp_path / "run"
+    flags = ["--data", str(tmp_path / "clips"), "--img-size", "32", "--num-frames", "4", "--epochs", "1"]
+    args = ["video", "train", *flags, "--batch-size", "2", "--skip-nonfinite", "--output", str(out), "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["hflip"] == 0.0 and config["skip_nonfinite"] is True and config["data"] == str(tmp_path / "clips")
+    assert 0 <= json.loads((out / "summary.json").read_text())["top1"] <= 100
+    assert json.loads(read_checkpoint(out / "model.safetensors")[1]["classes"]) == ["jump", "run"]
+    with pytest.raises(SystemExit) as stop:  # a switch takes no value, as in `swinv2 train`
+        main(["video", "train", "--skip-nonfinite", "off"])
+    assert stop.value.code == 2 and "unrecognized arguments: off" in capsys.readouterr().err
 
 
 def test_video_files_decode_with_pyav(tmp_path):

@@ -180,7 +180,12 @@ def _model_to_export(args: argparse.Namespace):
 
         overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
         model = create_model(args.model, pretrained=args.checkpoint, **overrides)
-    if args.img_size or args.window_size:
+    if hasattr(model.cfg, "num_frames"):  # a video model: its clip size is fixed, its spatial window is not
+        if args.img_size:
+            raise ValueError("--img-size: a video model exports at its clip size; --window-size sets its window")
+        if args.window_size:
+            model.set_window((model.cfg.window_size[0], args.window_size, args.window_size))
+    elif args.img_size or args.window_size:
         model.set_input_size(img_size=args.img_size, window_size=args.window_size)
     return model.eval()
 
@@ -346,7 +351,7 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run_flags(p: argparse.ArgumentParser, flags: dict) -> None:
+def add_run_flags(p: argparse.ArgumentParser, flags: dict) -> None:
     for flag, (kind, text) in flags.items():
         name = "--" + flag.replace("_", "-")
         if kind is bool:  # a switch; None when absent, so that a resume can tell it was not given
@@ -382,11 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("train", help="train or fine-tune a classifier (Fashion-MNIST by default)")
-    _add_run_flags(p, TRAIN_FLAGS)
+    add_run_flags(p, TRAIN_FLAGS)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("pretrain", help="SimMIM self-supervised pretraining (labels ignored; Fashion-MNIST by default)")
-    _add_run_flags(p, {k: v for k, v in {**TRAIN_FLAGS, **PRETRAIN_FLAGS}.items() if k not in NOT_PRETRAINING})
+    add_run_flags(p, {k: v for k, v in {**TRAIN_FLAGS, **PRETRAIN_FLAGS}.items() if k not in NOT_PRETRAINING})
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("study", help="the paper's experiments in miniature, on Fashion-MNIST")

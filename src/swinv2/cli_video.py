@@ -6,7 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
-NOT_FOR_VIDEO = ("crop", "hflip", "mixup", "cutmix", "randaugment", "random_erasing", "labels_per_class", "strategy")
+NOT_FOR_VIDEO = (
+    "crop",
+    "hflip",
+    "mixup",
+    "cutmix",
+    "randaugment",
+    "random_erasing",
+    "labels_per_class",
+    "pretrained_window_sizes",  # video checkpoints carry their windows
+)
 VIDEO_FLAGS = {
     "num_frames": (int, "frames per clip (default: the model's)"),
     "frame_stride": (int, "real videos: take every n-th frame"),
@@ -36,8 +45,6 @@ def _train(args: argparse.Namespace) -> int:
         recipe = resume_recipe(VideoRecipe, args, _flags())
     else:
         given = {k: getattr(args, k) for k in _flags() if getattr(args, k, None) is not None}
-        if "pretrained_window_sizes" in given:
-            raise ValueError("--pretrained-window-sizes: video checkpoints carry their windows")
         if "window_size" in given:
             from .video.registry import get_video_config
 
@@ -142,10 +149,9 @@ def add_video_commands(sub) -> None:
     top = sub.add_parser("video", help="video SwinV2: action recognition (Moving Fashion-MNIST by default)")
     actions = top.add_subparsers(dest="action", required=True)
     p = actions.add_parser("train", help="train into a run folder")
-    for flag, (kind, text) in _flags().items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, help=text)
-    p.add_argument("--resume", help="continue the run in this folder where it stopped")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+    from .cli import add_run_flags
+
+    add_run_flags(p, _flags())  # the switches and --resume / --no-progress of `swinv2 train`
     p.set_defaults(func=_train)
 
     p = actions.add_parser("eval", help="top-1 of a finished run, optionally multi-view or from one frame")

@@ -70,8 +70,10 @@ def create_video_model(
     if pretrained is None:
         return VideoSwinV2(get_video_config(name, **overrides))
     from ..checkpoint import load_state_dict_into, read_checkpoint
+    from ..convert.common import unwrap
 
     tensors, meta = read_checkpoint(pretrained)
+    tensors = unwrap(tensors)  # {"model": ...} and the like, as training scripts save them
     saved = json.loads(meta["config"]) if "config" in meta else None
     if saved is not None and "num_frames" not in saved:  # an image model: inflate it
         from ..models.config import SwinV2Config
@@ -83,6 +85,12 @@ def create_video_model(
         target = get_video_config(name, **overrides)
         keep = ("img_size", "num_frames", "patch_size", "window_size", "num_classes", "in_chans", "drop_path_rate")
         return inflate(image, strict=False, **{k: getattr(target, k) for k in keep})  # its report: load_report
+    if saved is None and any(t.dim() == 4 for t in tensors.values()):  # a 2-D patch convolution
+        raise ValueError(
+            f"{pretrained} holds an image model without this project's config (official, timm, Hugging Face or "
+            "torchvision layout), so its architecture is unknown here: inflate it with "
+            "swinv2.video.inflate(path, image_name=NAME, **clip_settings), NAME the image model it holds"
+        )
     if saved is not None:  # a video model of this project: its own architecture, then the overrides
         model = VideoSwinV2(VideoSwinV2Config(**saved).replace(**overrides))
     else:

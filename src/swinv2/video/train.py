@@ -36,6 +36,10 @@ class VideoRecipe(TrainRecipe):
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.0
     amp: str = "bf16"  # 1.4x faster training of the pico model on the CPU than fp32
+    # Clip data crops and flips in its own sampling (video/data.py); the image recipe's flags stay off, also
+    # with --data, where TrainRecipe would otherwise turn on its ImageNet crop and flip.
+    crop: str | None = "none"
+    hflip: float | None = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
