@@ -43,10 +43,19 @@ TASK_FLAGS = {
         "reduce_zero_label": (bool, "mask value 0 means 'other' and is ignored (ADE20K)"),
     },
 }
-TEST_FLAGS = {
-    "test_size": (int, "evaluate at this size (images rescaled; default: the training size)"),
-    "test_window": (int, "attention window at test time (default: the training window)"),
+# --test-size means what each task's testing convention does: detectors resize every image to a shorter side
+# (as Mask R-CNN tests at 800), segmentation scales images by test-size / training size (as mmseg's ratios).
+TEST_SIZE_HELP = {
+    "detect": "resize test images to this shorter side in pixels (default: the training --img-size)",
+    "segment": "scale test images by this / the training --img-size (default: their own size)",
 }
+
+
+def _test_flags(task: str) -> dict:
+    return {
+        "test_size": (int, TEST_SIZE_HELP[task]),
+        "test_window": (int, "attention window at test time (default: the training window)"),
+    }
 
 
 def _recipe_from_args(args: argparse.Namespace):
@@ -123,7 +132,7 @@ def add_dense_commands(sub) -> None:
 
         p = actions.add_parser("eval", help="score a finished run (optionally at another size and window)")
         p.add_argument("run", help="run folder written by train")
-        _add(p, {**TEST_FLAGS, "data": COMMON_FLAGS["data"], "val_limit": COMMON_FLAGS["val_limit"]})
+        _add(p, {**_test_flags(task), "data": COMMON_FLAGS["data"], "val_limit": COMMON_FLAGS["val_limit"]})
         p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
         if task == "segment":
             p.add_argument("--slide", action="store_true", help="sliding training-size windows, not whole images")
@@ -134,7 +143,7 @@ def add_dense_commands(sub) -> None:
         p.add_argument("run", help="run folder written by train")
         p.add_argument("images", nargs="+", help="image files")
         p.add_argument("--output", required=True, help="folder for the pictures")
-        _add(p, TEST_FLAGS)
+        _add(p, _test_flags(task))
         p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
         p.set_defaults(func=_predict, task=task)
 
