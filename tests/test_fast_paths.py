@@ -201,6 +201,39 @@ def test_onednn_is_left_out_of_autograd_tracing_counting_and_hooks():
 
 
 @needs_onednn
+def test_onednn_declines_calls_it_cannot_serve_and_stays_on(monkeypatch):
+    from torch.func import jvp, vmap
+
+    from swinv2.layers import linear as linear_module
+    from swinv2.layers.linear import linear
+
+    monkeypatch.setattr(linear_module, "_failed", set())
+    layer = torch.nn.Linear(8, 4)
+    x, t = torch.randn(3, 8), torch.randn(3, 8)
+    with torch.no_grad():
+        assert onednn_calls(lambda: linear(x, layer)) == 1  # the plain case does take it
+        # forward-mode AD and functorch transforms run under no_grad; the kernel has no rule for them
+        _, tangent = jvp(lambda a: linear(a, layer), (x,), (t,))
+        torch.testing.assert_close(tangent, t @ layer.weight.T)
+        assert onednn_calls(lambda: vmap(lambda a: linear(a, layer))(x)) == 0
+        with torch.backends.mkldnn.flags(enabled=False):
+            assert onednn_calls(lambda: linear(x, layer)) == 0
+
+        class Shifted(torch.nn.Linear):  # a subclass's own forward must run (adapters, quantised layers)
+            def forward(self, a):
+                return super().forward(a) + 100
+
+        shifted = Shifted(8, 4)
+        torch.testing.assert_close(linear(x, shifted), shifted(x))
+        with pytest.raises(RuntimeError, match="meta"):
+            linear(x, torch.nn.Linear(8, 4, device="meta"))  # PyTorch names the mixed devices
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):
+            linear(torch.randn(3, 7), layer)  # a user's shape error gets PyTorch's message...
+        assert onednn_calls(lambda: linear(x, layer)) == 1  # ...and does not switch the kernel off
+    assert not linear_module._failed
+
+
+@needs_onednn
 def test_a_failing_onednn_kernel_falls_back_to_pytorch_with_one_warning(monkeypatch):
     from swinv2.layers import linear as linear_module
 

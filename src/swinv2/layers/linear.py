@@ -8,9 +8,12 @@ in bf16; ``benchmarks/speed.sh`` has the whole-model figures. It is the kernel i
 it freezes a model for CPU inference.
 
 The oneDNN kernel has no autograd formula and is not part of any export format, so :func:`linear` takes it
-only in plain eager inference; training, autograd, ``torch.compile`` / export / tracing, Python dispatch
-modes (FLOP counters, fake tensors), autocast, other devices and module hooks get ``F.linear`` (and
-``F.gelu``). :func:`use_onednn` switches it off for comparisons.
+only in plain eager inference; training, autograd (forward mode and functorch transforms included),
+``torch.compile`` / export / tracing, Python dispatch modes (FLOP counters, fake tensors), autocast,
+``torch.backends.mkldnn.flags(enabled=False)``, other devices, tensor subclasses, hooks on the layer and
+subclasses of ``nn.Linear`` get ``F.linear`` (and ``F.gelu``). The attention's qkv projection passes its
+weight with the q / zero / v bias directly, as every SwinV2 implementation does, so hooks on ``attn.qkv``
+do not run on any path. :func:`use_onednn` (process-wide, not per thread) switches the kernel off.
 """
 
 from __future__ import annotations
@@ -50,9 +53,7 @@ def _kernel_available(dtype: torch.dtype) -> bool:
 
 def _eligible(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """Whether this call may run the oneDNN kernel (see the module docstring)."""
-    if not _enabled or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != weight.dtype:
-        return False
-    if bias is not None and bias.dtype != x.dtype:
+    if not _enabled or torch.is_grad_enabled() or not _plain_operands(x, weight, bias):
         return False
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
@@ -60,7 +61,26 @@ def _eligible(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) 
         return False
     if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
         return False
+    # forward-mode AD and functorch transforms (jvp, vmap) run under no_grad too; the kernel has no rules for them
+    if torch.autograd.forward_ad._current_level >= 0 or torch._C._functorch.peek_interpreter_stack() is not None:
+        return False
+    if not torch._C._get_mkldnn_enabled():  # torch.backends.mkldnn.flags(enabled=False)
+        return False
     return x.dtype not in _failed and _kernel_available(x.dtype)
+
+
+def _plain_operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Dense CPU tensors of one dtype whose shapes fit: anything else (tensor subclasses, fx proxies, nested
+    or sparse tensors, mixed devices, a user's shape error) goes to ``F.linear``, which handles or names
+    it, and never reaches the kernel, whose failures would switch it off for the dtype."""
+    operands = (x, weight) if bias is None else (x, weight, bias)
+    if any(type(t) not in (torch.Tensor, nn.Parameter) or t.layout != torch.strided or t.is_nested for t in operands):
+        return False
+    if any(t.device.type != "cpu" or t.dtype != x.dtype for t in operands):
+        return False
+    if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+        return False
+    return bias is None or tuple(bias.shape) == (weight.shape[0],)
 
 
 def _hooked(*modules: nn.Module) -> bool:
@@ -88,8 +108,9 @@ def _kernel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ge
 
 
 def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``layer(x)``, through oneDNN in eligible CPU inference."""
-    if not _hooked(layer) and _eligible(x, layer.weight, layer.bias):
+    """``layer(x)``, through oneDNN in eligible CPU inference (plain ``nn.Linear`` only: a subclass or a
+    swapped-in module, quantised or adapted, runs its own forward)."""
+    if type(layer) is nn.Linear and not _hooked(layer) and _eligible(x, layer.weight, layer.bias):
         out = _kernel(x, layer.weight, layer.bias, gelu=False)
         if out is not None:
             return out
@@ -108,7 +129,7 @@ def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 def linear_gelu(x: torch.Tensor, layer: nn.Linear, act: nn.Module) -> torch.Tensor:
     """``act(layer(x))`` with ``act`` an exact ``nn.GELU``, GELU fused into the product where eligible."""
     exact_gelu = type(act) is nn.GELU and act.approximate == "none"
-    if exact_gelu and not _hooked(layer, act) and _eligible(x, layer.weight, layer.bias):
+    if exact_gelu and type(layer) is nn.Linear and not _hooked(layer, act) and _eligible(x, layer.weight, layer.bias):
         out = _kernel(x, layer.weight, layer.bias, gelu=True)
         if out is not None:
             return out
