@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from swinv2.bench import INPUT_ROUNDING, benchmark, format_table, peak_memory
+from swinv2.bench import INPUT_ROUNDING, _runner, benchmark, build_contenders, format_table, peak_memory
 from test_cli import run
 
 
@@ -18,6 +18,22 @@ def test_peak_memory_sees_a_temporary_allocation():
 
     peak = peak_memory(allocate, torch.device("cpu"))
     assert 8 << 20 <= peak < 64 << 20, peak  # a and a * 2 are alive together
+
+
+def test_peak_memory_replays_allocations_inside_composite_ops():
+    a, b = torch.randn(8, 1, 256, 256), torch.randn(1, 8, 256, 256)  # 2 MiB each
+    peak = peak_memory(lambda: torch.matmul(a, b), torch.device("cpu"))
+    assert peak >= 32 << 20, peak  # a broadcast operand copied (16 MiB) while the 16 MiB result is live
+
+
+def test_training_step_peak_counts_its_own_gradients_every_call():
+    ours = build_contenders("swinv2_tiny_window8_256", 64, peers=())[0]
+    step = _runner(ours, "train_fp32", torch.randn(1, 3, 64, 64), torch.tensor([3]))
+    step()  # AdamW's state exists from here on, as in a running job
+    first, second = (peak_memory(step, torch.device("cpu")) for _ in range(2))
+    grads = sum(p.numel() * 4 for p in ours.model.parameters())
+    print(f"training step peak {first / 2**20:.1f} / {second / 2**20:.1f} MiB, gradients {grads / 2**20:.1f} MiB")
+    assert first == second and first > grads  # no stale frees, no previous step's memory
 
 
 def test_benchmark_against_all_peers_small():
