@@ -10,7 +10,7 @@ against timm's. A speed target above the bound cannot be reached by removing ove
 faster products than PyTorch's on this machine.
 
     python benchmarks/product_bound.py [--model swinv2_tiny_window8_256] [--img-size 256] [--batch 8]
-                                       [--modes infer_fp32,infer_bf16,train_fp32] [--repeats 5]
+                                       [--modes infer_fp32,infer_bf16,train_fp32] [--repeats 7]
 
 Prints one row per contender and mode, then one JSON line. Run it alone: the machine's noise moves wall
 time and product time alike only while nothing else runs.
@@ -41,14 +41,11 @@ PRODUCTS = {
 }
 
 
-def product_seconds(fn, repeats: int) -> float:
-    """Median over ``repeats`` profiled calls of the seconds spent in matrix-product kernels."""
-    seconds = []
-    for _ in range(repeats):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            fn()
-        seconds.append(sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in PRODUCTS) / 1e6)
-    return statistics.median(seconds)
+def product_seconds(fn) -> float:
+    """Seconds one profiled call spends in matrix-product kernels."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in PRODUCTS) / 1e6
 
 
 def main() -> None:
@@ -57,7 +54,7 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--modes", default="infer_fp32,infer_bf16,train_fp32")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.manual_seed(0)
     contenders = build_contenders(args.model, args.img_size, ("timm",))
@@ -67,21 +64,23 @@ def main() -> None:
     for fn in runners.values():
         fn(), fn()  # warm-up
     walls: dict[tuple, list[float]] = {key: [] for key in runners}
-    for _ in range(args.repeats):  # unprofiled wall time, contenders interleaved so drift hits all alike
+    products: dict[tuple, list[float]] = {key: [] for key in runners}
+    for _ in range(args.repeats):  # contenders interleaved, so the machine's drift hits all alike
         for key, fn in runners.items():
             start = time.perf_counter()
-            fn()
+            fn()  # unprofiled: wall time, Python between the ops included
             walls[key].append(time.perf_counter() - start)
+            products[key].append(product_seconds(fn))
     rows = []
-    for (name, mode), fn in runners.items():
-        total, products = statistics.median(walls[(name, mode)]), product_seconds(fn, args.repeats)
+    for name, mode in runners:
+        total, product = statistics.median(walls[(name, mode)]), statistics.median(products[(name, mode)])
         rows.append(
             {
                 "contender": name,
                 "mode": mode,
                 "img_per_s": args.batch / total,
-                "product_share": products / total,
-                "bound_img_per_s": args.batch / products,
+                "product_share": product / total,
+                "bound_img_per_s": args.batch / product,
             }
         )
     timm = {r["mode"]: r["img_per_s"] for r in rows if r["contender"] == "timm"}

@@ -224,10 +224,11 @@ def test_mlp_with_hidden_dropout_takes_the_plain_path():
     assert sum(1 for s in seen if s.numel() == 2 * 5 * 32) >= 2
 
 
-def test_checkpointing_switches_gelu_recomputation_per_stage():
+def test_gelu_recomputation_is_its_own_switch_per_stage():
     model = tiny("swinv2_tiny_window8_256")
-    assert not any(b.mlp.recompute_gelu for s in model.stages for b in s.blocks)  # plain training: full speed
-    model.set_grad_checkpointing(True, stages=[0, 1])
+    model.set_grad_checkpointing(True)  # saves nothing there: checkpointing leaves it off
+    assert not any(b.mlp.recompute_gelu for s in model.stages for b in s.blocks)
+    model.set_recompute_gelu(True, stages=[0, 1])
     assert [all(b.mlp.recompute_gelu for b in s.blocks) for s in model.stages] == [True, True, False, False]
-    model.set_grad_checkpointing(False)
+    model.set_recompute_gelu(False)
     assert not any(b.mlp.recompute_gelu for s in model.stages for b in s.blocks)
