@@ -210,6 +210,32 @@ def test_mlp_keeps_one_hidden_tensor_and_the_same_gradients(autocast):
         assert torch.equal(got, ref)
 
 
+def test_mlp_recomputing_gelu_peaks_one_hidden_tensor_lower():
+    """Forward and backward of an MLP: autograd peaks at three hidden-width tensors (the saved pre-activation
+    and activation, then the gradient of the activation), ``GeluLinear`` at two: it keeps one and takes
+    GELU's derivative in place."""
+    from swinv2.bench import peak_memory
+
+    mlp = mlp_module.Mlp(32, 256).train()
+    x = torch.randn(4096, 32, requires_grad=True)
+    hidden = 4096 * 256 * 4
+
+    def peak(recompute: bool) -> float:
+        mlp.recompute_gelu = recompute
+
+        def step():
+            mlp(x).sum().backward()
+            mlp.zero_grad(set_to_none=True)
+            x.grad = None
+
+        step()
+        return peak_memory(step, torch.device("cpu")) / hidden
+
+    plain, recomputed = peak(False), peak(True)
+    print(f"peak in hidden-width tensors: autograd {plain:.2f}, GeluLinear {recomputed:.2f}")
+    assert plain - recomputed > 0.95 and recomputed < 2.5
+
+
 def test_mlp_with_hidden_dropout_takes_the_plain_path():
     mlp = mlp_module.Mlp(8, 32, drop=0.5).train()
     mlp.recompute_gelu = True
@@ -224,11 +250,13 @@ def test_mlp_with_hidden_dropout_takes_the_plain_path():
     assert sum(1 for s in seen if s.numel() == 2 * 5 * 32) >= 2
 
 
-def test_gelu_recomputation_is_its_own_switch_per_stage():
+def test_gelu_recomputation_comes_with_checkpointing_and_has_its_own_switch():
     model = tiny("swinv2_tiny_window8_256")
-    model.set_grad_checkpointing(True)  # saves nothing there: checkpointing leaves it off
-    assert not any(b.mlp.recompute_gelu for s in model.stages for b in s.blocks)
-    model.set_recompute_gelu(True, stages=[0, 1])
+    assert not any(b.mlp.recompute_gelu for s in model.stages for b in s.blocks)  # plain training: full speed
+    model.set_grad_checkpointing(True, stages=[0, 1])
     assert [all(b.mlp.recompute_gelu for b in s.blocks) for s in model.stages] == [True, True, False, False]
-    model.set_recompute_gelu(False)
+    model.set_grad_checkpointing(False)
     assert not any(b.mlp.recompute_gelu for s in model.stages for b in s.blocks)
+    model.set_recompute_gelu(True, stages=[3])  # a step without checkpointing may take it alone
+    assert [all(b.mlp.recompute_gelu for b in s.blocks) for s in model.stages] == [False, False, False, True]
+    assert not any(s.grad_checkpointing for s in model.stages)

@@ -107,8 +107,8 @@ def count_activations(
 ) -> ActivationCount:
     """Saved-for-backward bytes of one training forward pass of ``model`` (on its device, the meta one in
     plans), plus the shift masks it caches. Leaves the model in training mode with block checkpointing off
-    (per-block counts need the insides; :meth:`ActivationCount.total` applies it) and the given sequential
-    switches."""
+    (per-block counts need the insides; :meth:`ActivationCount.total` applies it), the GELU recomputation
+    that comes with ``checkpointing`` and the given sequential switches."""
     model.set_grad_checkpointing(checkpointing)
     for stage in model.stages:
         stage.grad_checkpointing = False

@@ -69,9 +69,11 @@ class GeluLinear(torch.autograd.Function):
     recomputed (one elementwise op). Autograd would keep both, and both are 4x the block's width: the
     MLP's widest tensors. Outputs and gradients are those of ``fc2(act(h))``, autocast included.
 
-    A memory saver for steps without checkpointing (``model.set_recompute_gelu()``): SwinV2-T at 1024 px
-    2538 -> 2094 MiB of peak growth, for a GELU per MLP (10-20% of a stage-1 MLP's forward and backward
-    time on a CPU). With checkpointing the peak is set elsewhere and it saves nothing measurable."""
+    The backward pass applies GELU's derivative in place on the incoming gradient, so next to ``h`` it
+    holds one hidden-width tensor, not two: that, not the saved tensor alone, is what lowers the peak of a
+    checkpointed block's backward pass. A memory saver, on with activation checkpointing and available
+    alone (``model.set_recompute_gelu()``); it costs a GELU per MLP, 10-20% of a stage-1 MLP's forward
+    and backward time on a CPU. ``benchmarks/memory.sh`` has the measured peaks."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -90,9 +92,10 @@ class GeluLinear(torch.autograd.Function):
         flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
         grad_weight = (flat_grad.t() @ activated.reshape(-1, activated.shape[-1])).to(weight.dtype)
         grad_bias = None if bias is None else flat_grad.sum(0).to(bias.dtype)
-        grad_activated = grad_out @ w
         del activated
-        grad_hidden = torch.ops.aten.gelu_backward(grad_activated.to(hidden.dtype), hidden)
+        grad_hidden = (grad_out @ w).to(hidden.dtype)
+        # GELU's derivative applied in place: no third hidden-width tensor next to hidden and its gradient
+        torch.ops.aten.gelu_backward.grad_input(grad_hidden, hidden, grad_input=grad_hidden)
         return grad_hidden, grad_weight, grad_bias
 
 

@@ -228,18 +228,20 @@ class SwinV2Base(nn.Module):
                     block.attn.rel_pos.resize_(window)
 
     def set_grad_checkpointing(self, enable: bool = True, stages: Iterable[int] | None = None) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them.
+        """Recompute each block's activations in the backward pass instead of storing them; the MLPs also
+        recompute their GELU (:meth:`set_recompute_gelu`), which lowers the peak of a recomputed block's
+        backward pass by one hidden-width tensor.
 
         ``stages`` limits it to those stages (the rest keep theirs); None means all.
         """
         for stage in self._select_stages(stages):
             stage.grad_checkpointing = enable
+        self.set_recompute_gelu(enable, stages)
 
     def set_recompute_gelu(self, enable: bool = True, stages: Iterable[int] | None = None) -> None:
-        """Have each MLP keep only its pre-activation for the backward pass and recompute GELU there
-        (:class:`~swinv2.layers.mlp.GeluLinear`): one 4x-wide tensor per block less in a step without
-        checkpointing (SwinV2-T at 1024 px: 2538 -> 2094 MiB) for a GELU per MLP. Under checkpointing it
-        saves nothing measurable (the recomputed block's backward pass sets the peak), so it is separate."""
+        """Have each MLP keep only its pre-activation for the backward pass, recompute GELU there and apply
+        its derivative in place (:class:`~swinv2.layers.mlp.GeluLinear`): one 4x-wide tensor less at the
+        MLP's backward peak, for a GELU per MLP. On with checkpointing; a step without it can turn it on."""
         for stage in self._select_stages(stages):
             for block in stage.blocks:
                 block.mlp.recompute_gelu = enable
