@@ -309,3 +309,19 @@ def test_cli_train_eval_predict(scenes, tmp_path, capsys):
     assert (tmp_path / "pics" / "000000_segment.png").is_file()
     assert main(["detect", "eval", str(tmp_path / "missing")]) == 2
     assert "no run recipe" in capsys.readouterr().err
+
+
+def test_prediction_pictures_of_different_sizes_tile_into_one_grid(tmp_path):
+    """Real datasets (COCO, ADE20K) mix image sizes: the end-of-run picture must not need equal sizes."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from swinv2.dense import engine
+
+    drawn = [torch.full((3, 40, 50), 10, dtype=torch.uint8), torch.full((3, 64, 30), 200, dtype=torch.uint8)]
+    task = SimpleNamespace(draw=lambda model, images, device: drawn)
+    recipe = SimpleNamespace(pictures=2, amp="none")
+    run = SimpleNamespace(recipe=recipe, val_set=[(None, 0)] * 2, device=torch.device("cpu"), task=task, model=None)
+    path = engine.draw_predictions(run, tmp_path / "p.png")
+    assert Image.open(path).size == (2 + 2 * (50 + 2), 2 + 64 + 2)  # two tiles padded to 64 x 50

@@ -199,3 +199,44 @@ def test_timm_create_model_builds_this_projects_models_with_features_and_data_co
     assert model.num_classes == 5 and model(x).shape == (2, 5)
     with pytest.raises(ValueError, match="nothing is downloaded"):
         timm.create_model("swinv2lib_micro_window4_32", pretrained=True)
+
+
+# --------------------------------------------------------------------------------- loading for inference
+def test_eval_matches_folder_classes_to_the_models_by_name(tmp_path):
+    from swinv2.infer import _in_model_classes
+
+    model = small()
+    model.classes = CLASSES  # trained as cat, dog, owl
+    samples = [(torch.zeros(3, 32, 32), 0), (torch.ones(3, 32, 32), 1)]  # a folder holding dog/ and owl/ only
+    relabelled = _in_model_classes(samples, ["dog", "owl"], model)
+    assert [relabelled[i][1] for i in range(2)] == [1, 2]
+    assert _in_model_classes(samples, CLASSES, model) is samples  # same order: nothing to map
+    with pytest.raises(ValueError, match=r"classes the model was not trained on: \['emu'\]"):
+        _in_model_classes(samples, ["dog", "emu"], model)
+    model.classes = None
+    with pytest.raises(ValueError, match="the data has 4 classes, the model 3"):
+        _in_model_classes(samples, ["a", "b", "c", "d"], model)
+
+
+def test_loading_refuses_an_encoder_and_resizing_moves_the_preprocessing(tmp_path):
+    from swinv2.infer import load_classifier
+
+    randomize(swinv2.create_model("swinv2_micro_window4_32", num_classes=0)).save_pretrained(tmp_path / "encoder")
+    with pytest.raises(ValueError, match="encoder without a classifier head"):
+        load_classifier(tmp_path / "encoder")
+    small().save_pretrained(tmp_path / "m", classes=CLASSES)
+    model = swinv2.from_pretrained(tmp_path / "m")
+    model.set_input_size(img_size=64, window_size=8)
+    assert model.preprocessing.input_size == (3, 64, 64)  # what predict and export resize images to
+    model.save_pretrained(tmp_path / "m64")
+    assert swinv2.from_pretrained(tmp_path / "m64").preprocessing.input_size == (3, 64, 64)
+
+
+def test_bad_device_and_mask_patch_are_named():
+    from swinv2.models.simmim import MaskGenerator
+    from swinv2.train.loop import resolve_device
+
+    with pytest.raises(ValueError, match="--device takes auto, cpu, cuda or cuda:N, got 'foo'"):
+        resolve_device("foo")
+    with pytest.raises(ValueError, match="mask patch 0 must be a multiple"):
+        MaskGenerator(28, 0, 4, 0.5)

@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int)
     p.add_argument("--window-size", type=int)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, help="evaluate the first N images only")
+    p.add_argument("--limit", type=_positive, help="evaluate the first N images only")
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--dtype",
@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k class names for image files")
     p.add_argument("checkpoint", help="run folder, model.safetensors, save_pretrained folder or exported .onnx file")
     p.add_argument("images", nargs="+")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=_positive, default=5)
     p.add_argument("--img-size", type=int)
     p.add_argument("--window-size", type=int)
     p.set_defaults(func=_predict)

@@ -22,14 +22,21 @@ def load_classifier(
     from dataclasses import replace
 
     from .deploy import from_pretrained
+    from .deploy.hub import model_preprocessing
 
     model = from_pretrained(path)
     if not isinstance(model, SwinV2):
         raise ValueError(f"{path} holds a {type(model).__name__}, not an image classifier")
+    if model.cfg.num_classes == 0:
+        raise ValueError(
+            f"{path} holds an encoder without a classifier head (SimMIM pretraining writes those): "
+            "fine-tune it first, `swinv2 train --pretrained PATH`"
+        )
     if img_size is not None or window_size is not None:
         model.set_input_size(img_size=img_size, window_size=window_size)  # trained windows stay the CPB's
+    if model.preprocessing is None:
         h, w = to_pair(model.cfg.img_size)
-        model.preprocessing = replace(model.preprocessing, input_size=(model.cfg.in_chans, h, w))
+        model.preprocessing = replace(model_preprocessing(model), input_size=(model.cfg.in_chans, h, w))
     prep = model.preprocessing
     info = {"mean": prep.mean, "std": prep.std, "crop_pct": prep.crop_pct, "preprocessing": prep}
     if model.classes is not None:
@@ -52,17 +59,49 @@ def evaluate_classifier(
     from torch.utils.data import DataLoader
 
     from .data import build_classification_data
+    from .data.datasets import ReadableCollate
     from .train.loop import evaluate, resolve_device
 
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
     model, _ = load_classifier(path, img_size, window_size)
     size = to_pair(model.cfg.img_size)[0]
     dataset = build_classification_data(data, size, model.cfg.in_chans, {}, 1, limit)
+    val = _in_model_classes(dataset.val, list(dataset.classes), model)
     dev = resolve_device(device)
     model = model.to(dev, getattr(torch, dtype))
-    loader = DataLoader(dataset.val, batch_size=batch_size)
+    loader = DataLoader(val, batch_size=batch_size, collate_fn=ReadableCollate(val))
     result = evaluate(model, loader, dev, batch_transform=dataset.val_batch_transform)
     result.update(images=len(dataset.val), img_size=size, window_size=model.cfg.window_size, dtype=dtype)
     return result
+
+
+class _Relabelled(torch.utils.data.Dataset):
+    """A dataset whose labels are mapped through ``mapping`` (unreadable samples stay None)."""
+
+    def __init__(self, dataset, mapping: list[int]):
+        self.dataset, self.mapping = dataset, mapping
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        sample = self.dataset[i]
+        return None if sample is None else (sample[0], self.mapping[sample[1]])
+
+
+def _in_model_classes(val, names: list[str], model: SwinV2):
+    """``val`` with labels in the model's class order, matched by name (folders list theirs sorted, which
+    need not be the training order); an unknown class, or more classes than the model has, is refused."""
+    if model.classes is None:
+        if len(names) > model.cfg.num_classes:
+            raise ValueError(f"the data has {len(names)} classes, the model {model.cfg.num_classes}")
+        return val
+    unknown = [n for n in names if n not in model.classes]
+    if unknown:
+        raise ValueError(f"classes the model was not trained on: {unknown[:5]}; it knows {list(model.classes)[:10]}")
+    mapping = [list(model.classes).index(n) for n in names]
+    return val if mapping == list(range(len(names))) else _Relabelled(val, mapping)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -220,7 +221,10 @@ def draw_predictions(run: DenseRun, path: Path, count: int | None = None) -> Pat
     images = [run.val_set[i][0] for i in range(count)]
     with autocast(run.device, run.recipe.amp):
         drawn = run.task.draw(run.model, images, run.device)
-    save_image([d.float() / 255 for d in drawn], path, nrow=4, padding=2, pad_value=1.0)
+    # images of a real dataset differ in size: pad each to the largest so that they tile into one grid
+    h, w = max(d.shape[-2] for d in drawn), max(d.shape[-1] for d in drawn)
+    tiles = [F.pad(d.float() / 255, (0, w - d.shape[-1], 0, h - d.shape[-2]), value=1.0) for d in drawn]
+    save_image(tiles, path, nrow=4, padding=2, pad_value=1.0)
     return path
 
 

@@ -28,7 +28,7 @@ class MaskGenerator:
     """
 
     def __init__(self, input_size: int, mask_patch_size: int, model_patch_size: int, mask_ratio: float):
-        if mask_patch_size % model_patch_size:
+        if mask_patch_size < 1 or mask_patch_size % model_patch_size:
             raise ValueError(f"mask patch {mask_patch_size} must be a multiple of the model patch {model_patch_size}")
         if not 0 < mask_ratio < 1:
             raise ValueError(f"mask ratio must be in (0, 1), got {mask_ratio}")

@@ -352,6 +352,10 @@ class SwinV2(SwinV2Base):
             for block in stage.blocks:
                 block.set_window(to_pair(cfg.window_size))
         self._resize_position_tables(used)
+        if self.preprocessing is not None:  # what predict / export resize images to follows the model
+            from dataclasses import replace
+
+            self.preprocessing = replace(self.preprocessing, input_size=(cfg.in_chans, *to_pair(cfg.img_size)))
 
     # --------------------------------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:

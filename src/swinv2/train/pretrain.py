@@ -121,7 +121,8 @@ class PretrainTrainer(Trainer):
         from torchvision.utils import save_image
 
         model = self.eval_model.eval()
-        images = self._prepare(torch.stack([self.data.val[i][0] for i in range(min(count, len(self.data.val)))]))
+        readable = (s for s in (self.data.val[i] for i in range(len(self.data.val))) if s is not None)
+        images = self._prepare(torch.stack([s[0] for _, s in zip(range(count), readable)]))
         mask = self.masks(len(images), torch.Generator().manual_seed(0)).to(self.device)
         _, recon = model(images.float(), mask)
         p = model.encoder.cfg.patch_size
