@@ -325,3 +325,22 @@ def test_prediction_pictures_of_different_sizes_tile_into_one_grid(tmp_path):
     run = SimpleNamespace(recipe=recipe, val_set=[(None, 0)] * 2, device=torch.device("cpu"), task=task, model=None)
     path = engine.draw_predictions(run, tmp_path / "p.png")
     assert Image.open(path).size == (2 + 2 * (50 + 2), 2 + 64 + 2)  # two tiles padded to 64 x 50
+
+
+@needs_fmnist
+def test_val_annotations_with_other_categories_are_refused(scenes, tmp_path):
+    """Scoring maps the model's labels (train's categories) back through val's: a difference would score
+    every correct box as wrong, so it is refused by name."""
+    import shutil
+
+    from swinv2.dense.tasks import DetectionTask
+
+    root = tmp_path / "scenes"
+    shutil.copytree(scenes, root)
+    val = find_split(root, "val", "detect").annotations
+    coco = json.loads(val.read_text())
+    coco["categories"] = coco["categories"][1:]  # category 1 dropped from val only
+    coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] != coco["categories"][0]["id"] - 1]
+    val.write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match="the val annotations list other categories than train's"):
+        DetectionTask(DenseRecipe(task="detect", data=str(root))).datasets()

@@ -240,3 +240,22 @@ def test_bad_device_and_mask_patch_are_named():
         resolve_device("foo")
     with pytest.raises(ValueError, match="mask patch 0 must be a multiple"):
         MaskGenerator(28, 0, 4, 0.5)
+
+
+def test_negative_stage_indices_count_from_the_end_and_class_names_must_fit(tmp_path):
+    model = small()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        last = model.forward_intermediates(x, indices=[-1], intermediates_only=True)
+        both = model.forward_intermediates(x, indices=[0, -1], intermediates_only=True)
+    assert [f.shape[1] for f in last] == [model.feature_info[-1]["num_chs"]] and len(both) == 2
+    with pytest.raises(ValueError, match=r"indices must be stage numbers in -4\.\.3, got \[4\]"):
+        model.forward_intermediates(x, indices=[4])
+    with pytest.raises(ValueError, match="2 class names for a model with 3 classes"):
+        model.save_pretrained(tmp_path / "m", classes=["cat", "dog"])
+    timm = pytest.importorskip("timm")
+    import swinv2.deploy.timm_models  # noqa: F401  (registers the swinv2lib_* entries)
+
+    features = timm.create_model("swinv2lib_micro_window4_32", features_only=True, out_indices=(-1,))
+    assert [f.shape[1] for f in features(x)] == features.feature_info.channels() == [256]
+    assert len(timm.create_model("swinv2lib_micro_window4_32", features_only=True, out_indices=2)(x)) == 2

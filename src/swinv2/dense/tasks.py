@@ -68,6 +68,14 @@ class DetectionTask(DenseTask):
         r = self.recipe
         train = CocoDetectionData(find_split(self.root, "train", "detect"), detection_transforms(True))
         val = CocoDetectionData(find_split(self.root, "val", "detect"), detection_transforms(False))
+        train_cats, val_cats = (dict(zip(d.category_ids, d.classes)) for d in (train, val))
+        if val_cats != train_cats:
+            # the model's labels follow train's categories and scoring maps them back through val's: any
+            # difference would score correct boxes as wrong, silently
+            raise ValueError(
+                f"the val annotations list other categories than train's: val {val_cats}, train {train_cats}; "
+                "give both splits the same 'categories'"
+            )
         self.classes = train.classes
         return train.subset(r.train_limit), val.subset(r.val_limit)
 

@@ -38,6 +38,8 @@ def description(model: nn.Module, preprocessing: Preprocessing | None = None, cl
         raise ValueError(f"save_pretrained handles {sorted(_architectures())}, not {arch}")
     prep = preprocessing or model_preprocessing(model)
     names = list(classes) if classes is not None else getattr(model, "classes", None)
+    if names is not None and len(names) != model.cfg.num_classes:
+        raise ValueError(f"{len(names)} class names for a model with {model.cfg.num_classes} classes")
     return {
         "architecture": arch,
         "config": model.cfg.to_dict(),

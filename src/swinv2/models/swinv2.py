@@ -380,7 +380,12 @@ class SwinV2(SwinV2Base):
             raise ValueError(f"output_fmt must be NCHW or NHWC, got {output_fmt!r}")
         self._check_input(x)
         n = len(self.stages)
-        take = set(range(n) if indices is None else range(n - indices, n) if isinstance(indices, int) else indices)
+        if indices is None or isinstance(indices, int):
+            take = set(range(n) if indices is None else range(n - indices, n))
+        else:
+            if any(not -n <= i < n for i in indices):
+                raise ValueError(f"indices must be stage numbers in -{n}..{n - 1}, got {list(indices)}")
+            take = {i % n for i in indices}  # negative ones count from the last stage, as in timm
         x = self.pos_drop(self.patch_embed(x))
         features = []
         for i, stage in enumerate(self.stages):
