@@ -259,3 +259,15 @@ def test_negative_stage_indices_count_from_the_end_and_class_names_must_fit(tmp_
     features = timm.create_model("swinv2lib_micro_window4_32", features_only=True, out_indices=(-1,))
     assert [f.shape[1] for f in features(x)] == features.feature_info.channels() == [256]
     assert len(timm.create_model("swinv2lib_micro_window4_32", features_only=True, out_indices=2)(x)) == 2
+
+
+def test_export_refuses_an_opset_it_did_not_write_and_sizes_below_one(tmp_path, capsys):
+    pytest.importorskip("onnxscript")
+    from swinv2.deploy.export import export_model
+
+    with pytest.raises(ValueError, match="asked for ONNX opset 17, the exporter wrote 18"):
+        export_model(small(), "onnx", tmp_path / "m.onnx", opset=17, batches=(1,))
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(SystemExit):
+        main(["export", "--model", "swinv2_micro_window4_32", "--format", "onnx", "--output", "x.onnx", "--img-size=0"])
+    assert "expected a whole number >= 1, got 0" in capsys.readouterr().err

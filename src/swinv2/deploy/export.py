@@ -103,6 +103,10 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, output: Path, opset: i
         verbose=False,
     )
     proto = onnx.load(str(output))
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter falls back to its own opset when converting to the asked one fails
+        output.unlink()
+        raise ValueError(f"asked for ONNX opset {opset}, the exporter wrote {written}: export with --opset {written}")
     onnx.helper.set_model_props(proto, {f"swinv2.{k}": v for k, v in info.items()})
     onnx.save(proto, str(output))
 
