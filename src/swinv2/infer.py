@@ -19,8 +19,6 @@ def load_classifier(
     Returns the model (eval mode) and what came with the weights: ``classes``, ``mean``, ``std``,
     ``crop_pct`` and the whole ``preprocessing``.
     """
-    from dataclasses import replace
-
     from .deploy import from_pretrained
     from .deploy.hub import model_preprocessing
 
@@ -33,11 +31,9 @@ def load_classifier(
             "fine-tune it first, `swinv2 train --pretrained PATH`"
         )
     if img_size is not None or window_size is not None:
-        model.set_input_size(img_size=img_size, window_size=window_size)  # trained windows stay the CPB's
-    if model.preprocessing is None:
-        h, w = to_pair(model.cfg.img_size)
-        model.preprocessing = replace(model_preprocessing(model), input_size=(model.cfg.in_chans, h, w))
-    prep = model.preprocessing
+        # trained windows stay the CPB's; the stored preprocessing follows the new size
+        model.set_input_size(img_size=img_size, window_size=window_size)
+    prep = model_preprocessing(model)
     info = {"mean": prep.mean, "std": prep.std, "crop_pct": prep.crop_pct, "preprocessing": prep}
     if model.classes is not None:
         info["classes"] = model.classes

@@ -44,9 +44,8 @@ def _entry(name: str) -> Callable[..., nn.Module]:
         n = len(model.stages)
         if out_indices is None:
             indices = tuple(range(n))
-        else:  # timm takes an int (the last n stages) or stage numbers, negative from the end
+        else:  # timm takes an int (the last n stages) or stage numbers (negative ones from the end)
             indices = tuple(range(n - out_indices, n)) if isinstance(out_indices, int) else tuple(out_indices)
-            indices = tuple(i % n if -n <= i < n else i for i in indices)
         return FeatureGetterNet(model, out_indices=indices, prune=False)
 
     create.__name__ = create.__qualname__ = timm_name(name)
