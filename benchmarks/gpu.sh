@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Every GPU figure of docs/results.md in one run (a lent GPU's time is short):
 #   1. CUDA parity: fused (SDPA) vs explicit attention, forward and gradients; this project vs timm;
-#   2. the speed table (`swinv2 bench`) for SwinV2-T and -B at 256 and 384 px, fp32 and bf16, and whether
-#      the shift mask built only for the border windows pays on the GPU (`benchmarks/shift_mask.py`);
+#   2. the speed table (`swinv2 bench`) for SwinV2-T and -B at 256 and 384 px, fp32 and bf16 ("bench");
+#      whether the shift mask built only for the border windows pays on the GPU (`benchmarks/shift_mask.py`,
+#      "shiftmask"); which attention route (SDPA kernel list, or explicit products) is fastest for the whole
+#      model (`benchmarks/attention_routes.py`, "routes");
 #   3. the largest trainable side of SwinV2-B and -L, plain and with each saver set, capped at $CAPACITY_GIB
 #      (default 79 GiB: an 80 GB card; one process per saver set);
 #   4. `swinv2 train --strategy fsdp` under torchrun with NCCL (one process on a one-GPU machine).
-# Usage: OUT=dir [SECTIONS="parity bench maxres nccl"] benchmarks/gpu.sh   (needs python3 with CUDA torch,
+# Usage: OUT=dir [SECTIONS="parity bench shiftmask routes maxres nccl"] benchmarks/gpu.sh   (needs python3 with CUDA torch,
 # timm, transformers; Fashion-MNIST for step 4 in $SWINV2_DATA or the Debian location). Each step has its
-# own time limit; logs go to $OUT. All four take up to ~17 minutes (maxres up to 12): split them with
-# SECTIONS where one call may run 10. Measured on an H200: parity 0.5, bench 3, nccl 0.5 minutes.
+# own time limit; logs go to $OUT. All of them take up to ~19 minutes (maxres up to 12): split them with
+# SECTIONS where one call may run 10. Measured on an H100: parity 0.3, bench 3, routes 1 minute; nccl 0.5 on an H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
@@ -17,7 +19,7 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-SECTIONS=${SECTIONS:-parity bench maxres nccl}
+SECTIONS=${SECTIONS:-parity bench shiftmask routes maxres nccl}
 section() { echo "=== $* ($(date +%T))"; }
 wanted() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
@@ -37,12 +39,23 @@ if wanted bench; then
     bench 55 --model swinv2_tiny_window8_256 --img-size 256 --batch-size 64
     bench 65 --model swinv2_tiny_window16_256 --img-size 384 --window-size 24 --batch-size 32
     bench 65 --model swinv2_base_window8_256 --img-size 256 --batch-size 64
-    bench 75 --model swinv2_base_window12to24_192to384 --img-size 384 --batch-size 32
+    # timm's fp32 training step alone peaks at 62 GB here; with HF and torchvision too, 80 GB runs out
+    bench 75 --model swinv2_base_window12to24_192to384 --img-size 384 --batch-size 32 --peers timm
+fi
+if wanted shiftmask; then
+    section shift-mask
     for dtype in float32 bfloat16; do  # SwinV2-T stage 1 at batch 64; B at 384 px (w24) stage 1 at batch 32
         timeout 30 $PY benchmarks/shift_mask.py --device cuda --dtype $dtype --batch 64 2>&1 | tee -a "$OUT/bench.log"
         timeout 30 $PY benchmarks/shift_mask.py --device cuda --dtype $dtype --batch 32 --feat 96 --window 24 \
             --heads 4 2>&1 | tee -a "$OUT/bench.log"
     done
+fi
+
+if wanted routes; then
+    section attention-routes
+    routes() { timeout "$1" $PY benchmarks/attention_routes.py --device cuda "${@:2}" 2>&1 | tee -a "$OUT/routes.log"; }
+    routes 60 --model swinv2_tiny_window8_256 --batch 64
+    routes 90 --model swinv2_base_window12to24_192to384 --img-size 384 --batch 32
 fi
 
 if wanted maxres; then

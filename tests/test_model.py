@@ -161,6 +161,37 @@ def test_fused_inference_takes_sdpa_and_equals_explicit(monkeypatch):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("device", "dtype", "tokens", "needs_grad", "offered"),
+    [
+        ("cuda", torch.bfloat16, 576, False, True),  # inference, 24 x 24 windows: cuDNN measured 1.17x
+        ("cuda", torch.bfloat16, 256, False, True),
+        ("cuda", torch.bfloat16, 64, False, False),  # 8 x 8 windows: 0.95x the memory-efficient kernel
+        ("cuda", torch.bfloat16, 576, True, False),  # gradients: cuDNN's NaN bug at N % 128 == 64
+        ("cuda", torch.float32, 576, False, False),  # cuDNN has no fp32 kernel
+        ("cuda", torch.float16, 576, False, False),  # not measured
+        ("cpu", torch.bfloat16, 576, False, False),
+    ],
+)
+def test_cudnn_attention_offered_only_where_measured_faster(device, dtype, tokens, needs_grad, offered):
+    assert attention.cudnn_pays(device, dtype, tokens, needs_grad) is offered
+
+
+def test_sdpa_backends_ask_about_gradients_tokens_and_dtype(monkeypatch):
+    """The kernel list follows autograd: a bias that needs a gradient counts as training, no_grad does not."""
+    asked = []
+    monkeypatch.setattr(attention, "cudnn_pays", lambda *args: asked.append(args) or True)
+    q = torch.randn(1, 2, 144, 8, dtype=torch.bfloat16)
+    bias = torch.randn(1, 2, 144, 144, requires_grad=True)
+    assert attention.sdpa_backends(q, bias) == attention.SDPA_BACKENDS_CUDNN
+    with torch.no_grad():
+        attention.sdpa_backends(q, bias)
+    attention.sdpa_backends(q, bias.detach())
+    assert asked == [("cpu", torch.bfloat16, 144, needs_grad) for needs_grad in (True, False, False)]
+    assert attention.SDPBackend.CUDNN_ATTENTION not in attention.SDPA_BACKENDS
+    assert [attention.SDPBackend.CUDNN_ATTENTION, *attention.SDPA_BACKENDS] == attention.SDPA_BACKENDS_CUDNN
+
+
 def test_set_input_size_keeps_pretrained_window_and_matches_fresh_model():
     model = randomize(tiny("swinv2_tiny_window8_256"))
     assert model.cfg.pretrained_window_sizes == (8, 8, 8, 8)
