@@ -78,6 +78,10 @@ def test_pretrain_refuses_labels_and_bad_masks():
         PretrainRecipe(mixup=0.8)
     with pytest.raises(ValueError, match="mask_ratio"):
         PretrainRecipe(mask_ratio=0.0)
+    for window in (1, 8):  # refused with the recipe, not at the first training step
+        with pytest.raises(ValueError, match="--norm-target-window must be an odd number >= 3"):
+            PretrainRecipe(norm_target_window=window)
+    assert PretrainRecipe(norm_target_window=47).norm_target_window == 47
 
 
 def test_pretraining_continues_from_hugging_face_simmim_weights(tmp_path):

@@ -146,10 +146,13 @@ def test_no_intact_checkpoint_is_a_clear_error_not_a_silent_restart(tmp_path):
     fit(recipe(out), stop_after=2, progress=False)
     for path in checkpoints(out):
         flip_byte(path)
-    rows = (out / "metrics.jsonl").read_text()
+    rows, config = (out / "metrics.jsonl").read_text(), (out / "config.json").read_text()
+    longer = TrainRecipe.load(out / "config.json")
+    longer.epochs += 2
     with pytest.raises(CorruptCheckpoint, match="no intact checkpoint"):
-        fit(TrainRecipe.load(out / "config.json"), resume=True, progress=False)
+        fit(longer, resume=True, progress=False)
     assert (out / "metrics.jsonl").read_text() == rows  # nothing was trained or overwritten
+    assert (out / "config.json").read_text() == config  # the failed resume's recipe was not recorded
 
 
 @needs_fmnist
@@ -466,6 +469,26 @@ def test_bad_command_lines_are_refused_before_any_work(tmp_path, capsys, argv, m
     assert main(["train", *argv, "--output", str(out), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()  # refused before the run folder (let alone training) exists
+
+
+@needs_fmnist
+def test_a_resume_cannot_cut_a_run_below_its_trained_epochs(tmp_path, capsys):
+    out = tmp_path / "run"
+    fit(recipe(out, train_limit=64, val_limit=32, epochs=3), stop_after=2, progress=False)
+    config = (out / "config.json").read_text()
+    assert main(["train", "--resume", str(out), "--epochs", "1", "--no-progress"]) == 2
+    assert "has trained 2 epochs; --epochs 1" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == config and len(read_metrics(out)) == 2
+
+
+def test_a_run_records_its_data_and_pretrained_paths_absolute(tmp_path, monkeypatch):
+    """config.json is read again by a resume, maybe from another directory: relative paths would move."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    create_model("swinv2_test_window4_32").save_pretrained(tmp_path / "weights")
+    made = TrainRecipe(data="data", pretrained="weights", output="run")
+    assert made.data == str(tmp_path / "data") and made.pretrained == str(tmp_path / "weights")
+    assert TrainRecipe(pretrained="owner/name").pretrained == "owner/name"  # not local: left for the Hub
 
 
 def test_a_resume_refuses_flags_it_cannot_change(tmp_path, capsys):

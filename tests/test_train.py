@@ -10,7 +10,7 @@ import struct
 import pytest
 import torch
 
-from helpers import needs_fmnist
+from helpers import needs_fmnist, randomize
 from swinv2 import create_model
 from swinv2.data import image_folder, read_idx
 from swinv2.train import TrainRecipe, WarmupCosine, fit, layer_id, param_groups
@@ -239,3 +239,53 @@ def test_balanced_subset_takes_the_first_n_of_each_class():
     assert list(subset.indices) == [0, 1, 2, 3, 4, 6]
     with pytest.raises(ValueError, match="fewer than 4 per class"):
         balanced_subset(TensorImageDataset(torch.zeros(9, 4, 4, dtype=torch.uint8), labels), 4)
+
+
+def _noise_folder(root, per_class: int = 3) -> None:
+    """``root/val/<a|b>/*.png``: random RGB pictures of assorted sizes (no train split)."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for cls in ("a", "b"):
+        for i in range(per_class):
+            (root / "val" / cls).mkdir(parents=True, exist_ok=True)
+            pixels = torch.randint(0, 256, (20 + 3 * i, 24, 3), generator=gen, dtype=torch.uint8)
+            Image.fromarray(pixels.numpy()).save(root / "val" / cls / f"{i}.png")
+
+
+def test_eval_prepares_images_with_the_stored_preprocessing(tmp_path):
+    """`swinv2 eval --data` scores a model on what it was published to see (its stored mean / std / crop /
+    interpolation, not the folder's defaults), from a folder that holds only val/."""
+    from swinv2.data.datasets import read_image
+    from swinv2.deploy.preprocess import Preprocessing
+    from swinv2.infer import evaluate_classifier
+    from swinv2.train.loop import TopKScores
+
+    _noise_folder(tmp_path / "data")
+    model = randomize(create_model("swinv2_test_window4_32", num_classes=2)).eval()
+    prep = Preprocessing((3, 32, 32), mean=(0.2, 0.7, 0.4), std=(0.1, 0.3, 0.2), interpolation="bicubic", crop_pct=0.75)
+    model.save_pretrained(tmp_path / "m", preprocessing=prep, classes=["a", "b"])
+    result = evaluate_classifier(tmp_path / "m", data=str(tmp_path / "data"), batch_size=4)
+    scores, transform = TopKScores(), prep.transform()
+    with torch.no_grad():
+        for label, cls in enumerate(("a", "b")):
+            images = [transform(read_image(p, 3)) for p in sorted((tmp_path / "data" / "val" / cls).iterdir())]
+            logits = model(torch.stack(images))
+            target = torch.full((len(images),), label)
+            scores.add(logits, target, torch.nn.functional.cross_entropy(logits, target, reduction="sum").item())
+    expected = scores.result()
+    print("eval", result, "by hand", expected)
+    assert result["images"] == 6 and result["top1"] == expected["top1"]
+    assert result["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-5)
+
+
+def test_limits_on_an_image_folder_keep_every_class(tmp_path):
+    """A folder lists its files class by class: --limit / --val-limit spread over it instead of the first N."""
+    from swinv2.data import image_folder, limit_subset
+
+    _noise_folder(tmp_path, per_class=3)
+    val = image_folder(tmp_path, "val", None)
+    picked = limit_subset(val, 2, spread=True)
+    assert sorted(val.targets[i] for i in picked.indices) == [0, 1]
+    assert list(limit_subset(val, 2, spread=False).indices) == [0, 1]
+    assert limit_subset(val, 10, spread=True) is val

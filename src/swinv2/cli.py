@@ -52,14 +52,19 @@ def _convert(args: argparse.Namespace) -> int:
     if args.model:
         from .factory import create_model
 
-        overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+        overrides = {k: getattr(args, k) for k in ("num_classes", "in_chans") if getattr(args, k) is not None}
         if args.pretrained_window_sizes:
             overrides["pretrained_window_sizes"] = tuple(args.pretrained_window_sizes)
         model = create_model(args.model, **overrides)
         report = load_state_dict_into(model, converted, strict=False)
         print(f"checked against {args.model}: {report.summary()}")
-        if not report.clean:
-            print("refusing to write a file that does not match the model (drop --model to skip the check)")
+        if not report.clean or report.adapted:
+            # an adapted tensor (a re-created head, summed input channels, a resized table) is not the
+            # checkpoint's: writing it would pass off new weights as a conversion
+            print(
+                "refusing to write a file that does not match the model: give the checkpoint's --num-classes, "
+                "--in-chans or --pretrained-window-sizes, or drop --model to skip the check"
+            )
             return 1
         meta["config"] = json.dumps(model.cfg.to_dict())
         converted = model.state_dict()
@@ -172,14 +177,22 @@ def _model_to_export(args: argparse.Namespace):
     if args.model is None:
         from .deploy import from_pretrained
 
-        if args.num_classes is not None:
-            raise ValueError("--num-classes goes with --model (a --checkpoint of this project knows its classes)")
+        if args.num_classes is not None or args.in_chans is not None:
+            raise ValueError(
+                "--num-classes / --in-chans go with --model (a --checkpoint of this project knows its shape)"
+            )
         model = from_pretrained(args.checkpoint)
     else:
         from .factory import create_model
 
-        overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+        overrides = {k: getattr(args, k) for k in ("num_classes", "in_chans") if getattr(args, k) is not None}
         model = create_model(args.model, pretrained=args.checkpoint, **overrides)
+        report = getattr(model, "load_report", None)
+        if report is not None and (not report.clean or report.adapted):
+            raise ValueError(
+                f"{args.checkpoint} does not fit {args.model} as given ({report.summary()}); give the "
+                "checkpoint's --num-classes / --in-chans, or export without --checkpoint for random weights"
+            )
     if hasattr(model.cfg, "num_frames"):  # a video model: its clip size is fixed, its spatial window is not
         if args.img_size:
             raise ValueError("--img-size: a video model exports at its clip size; --window-size sets its window")
@@ -380,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="output .safetensors file")
     p.add_argument("--source", default="auto", choices=SOURCES, help="layout of SRC (default: detect)")
     p.add_argument("--model", help="registered model to check the result against (and record its config)")
-    p.add_argument("--num-classes", type=int, help="with --model: class count of the checkpoint's head")
+    p.add_argument("--num-classes", type=_positive, help="with --model: class count of the checkpoint's head")
+    p.add_argument("--in-chans", type=_positive, help="with --model: input channels of the checkpoint's patch embed")
     p.add_argument(
         "--pretrained-window-sizes", type=int, nargs="+", help="with --model: windows the checkpoint was trained with"
     )
@@ -442,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="ONNX / TorchScript / torch.export file of a model, checked against PyTorch")
     p.add_argument("--model", help="registered model name (random weights unless --checkpoint)")
     p.add_argument("--checkpoint", help="weights: a run or save_pretrained folder, or any layout with --model")
-    p.add_argument("--num-classes", type=int, help="with --model: class count of the checkpoint's head")
+    p.add_argument("--num-classes", type=_positive, help="with --model: class count of the checkpoint's head")
+    p.add_argument("--in-chans", type=_positive, help="with --model: input channels of the checkpoint's patch embed")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", required=True, help="file to write (.onnx, .pt, .pt2)")
     p.add_argument("--img-size", type=_positive, help="export at this image size (default: the model's)")

@@ -51,25 +51,53 @@ def evaluate_classifier(
     dtype: str = "float32",
 ) -> dict:
     """Top-1 / top-5 of a saved classifier on ``data``'s validation split (Fashion-MNIST's test set by
-    default), optionally at another image size and window (``swinv2 eval``)."""
+    default), optionally at another image size and window (``swinv2 eval``).
+
+    Images are prepared with the preprocessing stored with the weights (statistics, crop, interpolation),
+    not the data's defaults: a model is scored on what it was trained or published to see. Only the
+    validation split is read."""
     from torch.utils.data import DataLoader
 
-    from .data import build_classification_data
     from .data.datasets import ReadableCollate
     from .train.loop import evaluate, resolve_device
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
-    model, _ = load_classifier(path, img_size, window_size)
-    size = to_pair(model.cfg.img_size)[0]
-    dataset = build_classification_data(data, size, model.cfg.in_chans, {}, 1, limit)
-    val = _in_model_classes(dataset.val, list(dataset.classes), model)
+    model, info = load_classifier(path, img_size, window_size)
+    val, names, batch_transform = _validation_split(data, model, info["preprocessing"], limit)
+    val = _in_model_classes(val, names, model)
     dev = resolve_device(device)
     model = model.to(dev, getattr(torch, dtype))
     loader = DataLoader(val, batch_size=batch_size, collate_fn=ReadableCollate(val))
-    result = evaluate(model, loader, dev, batch_transform=dataset.val_batch_transform)
-    result.update(images=len(dataset.val), img_size=size, window_size=model.cfg.window_size, dtype=dtype)
+    result = evaluate(model, loader, dev, batch_transform=batch_transform)
+    size = to_pair(model.cfg.img_size)[0]
+    result.update(images=len(val), img_size=size, window_size=model.cfg.window_size, dtype=dtype)
     return result
+
+
+def _validation_split(data: str | None, model: SwinV2, prep, limit: int | None):
+    """``(dataset, class names, batch transform)``: Fashion-MNIST's test set as raw uint8 batches normalised
+    on the device, or ``data/val`` read through ``prep``'s transform."""
+    from .data import (
+        FASHION_MNIST_CLASSES,
+        BatchAugment,
+        TensorImageDataset,
+        image_folder,
+        limit_subset,
+        load_fashion_mnist,
+    )
+
+    chans = model.cfg.in_chans
+    if data is None:
+        images, labels = load_fashion_mnist("test")
+        images = images.unsqueeze(1).expand(-1, chans, -1, -1) if chans != 1 else images
+        val = TensorImageDataset(images, labels)
+        transform = BatchAugment(prep.size[0], prep.mean, prep.std, train=False)
+        names = list(FASHION_MNIST_CLASSES)
+    else:
+        val = image_folder(data, "val", prep.transform(), chans)
+        transform, names = None, list(val.classes)
+    return (limit_subset(val, limit, spread=data is not None) if limit else val), names, transform
 
 
 class _Relabelled(torch.utils.data.Dataset):

@@ -20,8 +20,6 @@ def build_classification_data(
     labels_per_class: int | None = None,
 ) -> ClassificationData:
     """Fashion-MNIST when ``data`` is None, else the image folder ``data`` (``train/`` and ``val/``)."""
-    from torch.utils.data import Subset
-
     train_batch = val_batch = None
     crop_pct = 1.0
     if data is None:
@@ -60,12 +58,24 @@ def build_classification_data(
     if labels_per_class:
         train = balanced_subset(train, labels_per_class)
     if train_limit:
-        train = Subset(train, range(min(train_limit, len(train))))
+        train = limit_subset(train, train_limit, spread=data is not None)
     if val_limit:
-        val = Subset(val, range(min(val_limit, len(val))))
+        val = limit_subset(val, val_limit, spread=data is not None)
     return ClassificationData(
         train, val, classes, chans, tuple(mean), tuple(std), name, crop_pct, train_batch, val_batch
     )
+
+
+def limit_subset(dataset, count: int, spread: bool):
+    """``count`` samples of ``dataset`` (all of it when it is smaller): the first ones, or with ``spread``
+    every (len / count)-th. An image folder lists its files class by class, so its first N would be one
+    class; spread keeps each class's share. Fashion-MNIST's own order is already mixed: the first N."""
+    from torch.utils.data import Subset
+
+    total = len(dataset)
+    if count >= total:
+        return dataset
+    return Subset(dataset, [i * total // count for i in range(count)] if spread else range(count))
 
 
 def balanced_subset(dataset, per_class: int):
@@ -92,6 +102,7 @@ __all__ = [
     "eval_transform",
     "find_fashion_mnist",
     "image_folder",
+    "limit_subset",
     "load_fashion_mnist",
     "read_idx",
     "train_transform",

@@ -377,6 +377,15 @@ def create_run_dir(recipe: TrainRecipe, main: bool = True) -> Path:
     return run_dir
 
 
+def check_resumed_epochs(recipe: TrainRecipe, done: int, run_dir: Path) -> None:
+    """A resume may extend a run, not cut it below the epochs its checkpoint already holds."""
+    if recipe.epochs < done:
+        raise ValueError(
+            f"{run_dir} has trained {done} epochs; --epochs {recipe.epochs} would end it before its checkpoint "
+            f"(give --epochs {done} or more, or start a new run from its weights with --pretrained)"
+        )
+
+
 def check_device(recipe: TrainRecipe, device: torch.device) -> None:
     """Flags that need a device this run does not have, refused before any work."""
     if recipe.amp == "fp16" and device.type != "cuda":
@@ -427,9 +436,10 @@ def _fit(
     seed_everything(recipe.seed)
     data = trainer_class.build_data(recipe)  # bad paths, names and sizes fail here, before the folder exists
     trainer = trainer_class(recipe, data, dist.device, dist)
-    create_run_dir(recipe, dist.is_main)
-    if resume and dist.load(trainer, run_dir):
+    if resume and dist.load(trainer, run_dir):  # before config.json is rewritten: a failed resume changes nothing
+        check_resumed_epochs(recipe, trainer.epoch, run_dir)
         say(f"resuming {run_dir} after epoch {trainer.epoch}")
+    create_run_dir(recipe, dist.is_main)
     if dist.is_main:
         truncate_metrics(run_dir, trainer.epoch)
     n_params = sum(p.numel() for p in trainer.module.parameters())

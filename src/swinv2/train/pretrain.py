@@ -46,6 +46,9 @@ class PretrainRecipe(TrainRecipe):
             raise ValueError("mixup / cutmix mix labels; pretraining has none")
         if not 0 < self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        window = self.norm_target_window
+        if window is not None and (window < 3 or window % 2 == 0):
+            raise ValueError(f"--norm-target-window must be an odd number >= 3 (47 in the paper), got {window}")
         if self.grid_every < 1:
             raise ValueError(f"grid_every must be >= 1, got {self.grid_every}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,7 @@ class TrainRecipe(RecipeFile):
         if self.ema_decay and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         self._check_strategy()
+        self.data, self.pretrained = _local_absolute(self.data), _local_absolute(self.pretrained)
         if self.pretrained_window_sizes is not None:
             self.pretrained_window_sizes = tuple(self.pretrained_window_sizes)
 
@@ -159,3 +161,11 @@ class TrainRecipe(RecipeFile):
     @property
     def scaled_lr(self) -> float:
         return self.lr * self.effective_batch / 512
+
+
+def _local_absolute(path: str | None) -> str | None:
+    """An existing local path made absolute, so that the run folder's recipe (and a resume from another
+    directory) finds it; anything else (a Hub id, a missing path, which fails later by name) unchanged."""
+    if path is None or not os.path.exists(path):
+        return path
+    return os.path.abspath(path)
