@@ -271,3 +271,110 @@ def test_export_refuses_an_opset_it_did_not_write_and_sizes_below_one(tmp_path, 
     with pytest.raises(SystemExit):
         main(["export", "--model", "swinv2_micro_window4_32", "--format", "onnx", "--output", "x.onnx", "--img-size=0"])
     assert "expected a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+def test_export_refuses_an_opset_the_installed_exporter_cannot_write_before_exporting(tmp_path, monkeypatch, capsys):
+    onnx = pytest.importorskip("onnx")
+    from swinv2.deploy.export import onnx_opsets
+
+    low, high = onnx_opsets()
+    assert low == 17 and 18 <= high <= onnx.defs.onnx_opset_version()
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the exporter ran for an opset it cannot write")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    output = tmp_path / "m.onnx"
+    with pytest.raises(ValueError, match=f"ONNX opset {high + 1} is outside .* {low} to {high}"):
+        export_model(small(), "onnx", output, opset=high + 1, batches=(1,))
+    args = ["export", "--model", "swinv2_micro_window4_32", "--format", "onnx", "--output", str(output)]
+    assert main([*args, "--opset", "30"]) == 2
+    assert f"ONNX opset 30 is outside what the installed exporter writes: {low} to {high}" in capsys.readouterr().err
+    assert main([*args, "--opset", "16"]) == 2
+    assert f"{low} to {high}" in capsys.readouterr().err
+    assert not output.exists() and os.listdir(tmp_path) == []
+
+
+def test_torchscript_file_refuses_another_image_size_and_matches_at_its_own(tmp_path):
+    model = small(img_size=40)
+    assert export_model(model, "torchscript", tmp_path / "m.pt", batches=()) == []
+    loaded = torch.jit.load(str(tmp_path / "m.pt"))
+    x = torch.randn(3, 3, 40, 40)  # traced at batch 2
+    with torch.no_grad():
+        assert (loaded(x) - model(x)).abs().max() < 1e-4  # the batch stays free
+        with pytest.raises(torch.jit.Error, match=r"exported for inputs \(B, 3, 40, 40\), got \[1, 3, 48, 48\]"):
+            loaded(torch.randn(1, 3, 48, 48))  # traced geometry would run and give wrong logits
+        with pytest.raises(torch.jit.Error, match="exported for inputs"):
+            loaded(torch.randn(1, 1, 40, 40))
+
+
+def test_a_missing_or_invalid_onnx_file_is_one_line_naming_the_path(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from swinv2.deploy.export import onnx_session
+
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (40, 40)).save(picture)
+    missing, garbage = tmp_path / "missing.onnx", tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a protobuf model")
+    assert main(["predict", str(missing), str(picture)]) == 2
+    assert f"{missing}: no such file (expected an .onnx file written by `swinv2 export`)" in capsys.readouterr().err
+    assert main(["predict", str(garbage), str(picture)]) == 2
+    err = capsys.readouterr().err
+    assert f"{garbage} is not an ONNX model onnxruntime can load" in err and "Traceback" not in err
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        onnx_session(tmp_path)
+
+
+def test_timm_overlay_preprocessing_survives_in_chans_adaptation(tmp_path):
+    timm = pytest.importorskip("timm")
+    import swinv2.deploy.timm_models  # noqa: F401  (registers the swinv2lib_* entries)
+
+    prep = Preprocessing((3, 32, 32), (0.1, 0.2, 0.3), (0.3, 0.2, 0.1), "bicubic", 0.95)
+    small().save_pretrained(tmp_path, preprocessing=prep)
+    overlay = {"file": str(tmp_path / "model.safetensors"), "mean": (0.4,), "std": (0.25,), "crop_pct": 0.8}
+    kwargs = {"pretrained": True, "num_classes": 3, "in_chans": 1}
+    model = timm.create_model("swinv2lib_micro_window4_32", pretrained_cfg_overlay=overlay, **kwargs)
+    assert model.cfg.in_chans == 1 and model.load_report.adapted  # 3 -> 1 input channels
+    data = timm.data.resolve_data_config(model=model)
+    assert data["mean"] == (0.4,) and data["std"] == (0.25,) and data["crop_pct"] == 0.8
+    assert data["input_size"] == (1, 32, 32) and data["interpolation"] == "bicubic"  # the file's, kept
+    sized = timm.create_model(
+        "swinv2lib_micro_window4_32", pretrained_cfg_overlay={**overlay, "input_size": (1, 48, 48)}, **kwargs
+    )
+    assert sized.cfg.img_size == 48 and sized.pretrained_cfg["input_size"] == (1, 48, 48)
+    assert sized.pretrained_cfg["mean"] == (0.4,)
+    with pytest.raises(ValueError, match=r"mean \(0\.1, 0\.2, 0\.3\) does not fit in_chans=1"):
+        timm.create_model("swinv2lib_micro_window4_32", pretrained_cfg_overlay={**overlay, "mean": prep.mean}, **kwargs)
+    with pytest.raises(ValueError, match=r"input_size \(3, 32, 32\) does not match in_chans=1"):
+        timm.create_model(
+            "swinv2lib_micro_window4_32", pretrained_cfg_overlay={**overlay, "input_size": (3, 32, 32)}, **kwargs
+        )
+
+
+def test_a_mistyped_local_path_fails_at_once_without_asking_the_hub(tmp_path, monkeypatch, capsys):
+    import re
+    import time
+
+    calls = []
+    hub = pytest.importorskip("huggingface_hub")
+
+    def fake_download(repo, filename, **kwargs):
+        calls.append(repo)
+        raise OSError("offline (test)")
+
+    monkeypatch.setattr(hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for typo in ("runs/typo", "./runs/typo", "../typo", "runs/typo/model.safetensors", "owner/m.safetensors", "~/x"):
+        start = time.perf_counter()
+        with pytest.raises(FileNotFoundError, match=f"^no such file or directory: {re.escape(typo)} "):
+            swinv2.from_pretrained(typo)
+        assert time.perf_counter() - start < 2 and calls == [], typo
+    args = ["export", "--checkpoint", "runs/typo", "--format", "torchscript", "--output", "m.pt"]
+    assert main(args) == 2
+    assert "no such file or directory: runs/typo (" in capsys.readouterr().err and calls == []
+    with pytest.raises(FileNotFoundError, match="the Hub gave OSError"):  # a Hub id still goes to the Hub
+        swinv2.from_pretrained("owner/swinv2-t.v2")
+    assert calls == ["owner/swinv2-t.v2"]

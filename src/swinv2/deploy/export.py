@@ -5,6 +5,10 @@ ONNX goes through PyTorch's torch.export-based exporter (opset 18 by default): t
 dimension stays dynamic. Each export is re-loaded and run (ONNX in onnxruntime) at several batch sizes
 on the same random images as the PyTorch model; the command fails when the outputs differ by more than
 the tolerance. The preprocessing, class names and model config travel inside the file.
+
+An opset outside what the installed onnx / onnxscript can write is refused before anything is exported.
+TorchScript files refuse inputs of another size (the traced window geometry would give wrong logits);
+ONNX and torch.export files already refuse them through their static image dimensions.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ..models.config import to_pair
 from .hub import description
 
 FORMATS = ("onnx", "torchscript", "export")
+OPSET_MIN = 17  # LayerNormalization; the exporter writes 18 and converts to the asked opset
 
 
 @dataclass
@@ -47,6 +52,8 @@ def export_model(
     ``fmt`` to ``output`` and return the parity with PyTorch at each batch size in ``batches``."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if fmt == "onnx":
+        check_opset(opset)
     model = model.eval()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +65,8 @@ def export_model(
     elif fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(output), _extra_files=info)
+        fixed = torch.jit.script(FixedSize(traced, list(example.shape[1:])))
+        torch.jit.save(fixed, str(output), _extra_files=info)
         loaded = torch.jit.load(str(output))
         run = lambda x: loaded(x)  # noqa: E731
     else:
@@ -68,6 +76,54 @@ def export_model(
         loaded = torch.export.load(output).module()
         run = lambda x: loaded(x)  # noqa: E731
     return [_parity(model, run, b, seed) for b in batches]
+
+
+class FixedSize(nn.Module):
+    """A traced model that refuses inputs of another size than it was traced at: the window padding,
+    clipping, shifts and masks are constants of the trace, so another size would run and give wrong
+    logits. Scripted, so the check survives in the saved file; the batch dimension stays free."""
+
+    def __init__(self, traced: nn.Module, shape: list[int]) -> None:
+        super().__init__()
+        self.model = traced
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if list(x.shape[1:]) != self.shape:
+            dims = ", ".join([str(d) for d in self.shape])
+            raise ValueError(
+                f"this TorchScript file was exported for inputs (B, {dims}), got {list(x.shape)}: "
+                "resize the input, or re-export with `swinv2 export --img-size`"
+            )
+        return self.model(x)
+
+
+def onnx_opsets() -> tuple[int, int]:
+    """The opsets the installed exporter can write: from :data:`OPSET_MIN` to the lower of onnx's newest
+    opset and the newest the onnxscript version converter handles (beyond it, conversion fails and the
+    exporter writes its own opset 18, or an older stack writes a file onnx cannot check)."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError("onnx is not installed: pip install 'swinv2[deploy]'") from exc
+    newest = onnx.defs.onnx_opset_version()
+    try:
+        from onnxscript.version_converter import _version_converter
+
+        newest = min(newest, _version_converter.SUPPORTED_MAX_ONNX_OPSET)
+    except (ImportError, AttributeError):  # an onnxscript without the constant: onnx's bound alone
+        pass
+    return OPSET_MIN, newest
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset the installed exporter cannot write, before exporting (which takes a while)."""
+    low, high = onnx_opsets()
+    if not low <= opset <= high:
+        raise ValueError(
+            f"ONNX opset {opset} is outside what the installed exporter writes: {low} to {high} "
+            f"(--opset; {low} for LayerNormalization, {high} from onnx / onnxscript)"
+        )
 
 
 def _images(model: nn.Module, batch: int, seed: int) -> torch.Tensor:
@@ -91,17 +147,21 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, output: Path, opset: i
     import onnx
 
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(
-        model,
-        (example,),
-        str(output),
-        dynamo=True,
-        opset_version=opset,
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_shapes={"x": {0: batch}},
-        verbose=False,
-    )
+    try:
+        torch.onnx.export(
+            model,
+            (example,),
+            str(output),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: batch}},
+            verbose=False,
+        )
+    except BaseException:  # no partial file left behind
+        output.unlink(missing_ok=True)
+        raise
     proto = onnx.load(str(output))
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if written != opset:  # the exporter falls back to its own opset when converting to the asked one fails
@@ -118,7 +178,13 @@ def _onnx_runner(path: Path):
 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """An onnxruntime CPU session for ``path`` (``ImportError`` naming the extra when it is missing)."""
+    """An onnxruntime CPU session for ``path``: ``FileNotFoundError`` / ``ValueError`` naming the path when
+    it is missing or not a model onnxruntime loads (the CLI prints those as one line, not a traceback),
+    ``ImportError`` naming the extra when onnxruntime is missing."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "no such file"
+        raise FileNotFoundError(f"{path}: {what} (expected an .onnx file written by `swinv2 export`)")
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -126,7 +192,14 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's InvalidProtobuf, InvalidGraph, Fail... derive from Exception only
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{path} is not an ONNX model onnxruntime can load (expected an .onnx file written by "
+            f"`swinv2 export`): {reason}"
+        ) from exc
 
 
 def onnx_metadata(path: str | os.PathLike) -> dict:

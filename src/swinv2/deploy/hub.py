@@ -4,13 +4,15 @@
 ``config.json`` names the architecture, its full config, the preprocessing and the class names; the same
 facts are in the safetensors metadata, so the weights file alone is enough too. Local folders and files
 always load offline; Hub ids go through ``huggingface_hub`` when it is installed (and honour its cache
-and ``HF_HUB_OFFLINE``).
+and ``HF_HUB_OFFLINE``). A string that looks like a path (``./``, ``../``, ``/``, ``~``, a file extension,
+or a parent folder that exists here) is never sent to the Hub: a typo in it fails at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from torch import nn
@@ -19,6 +21,8 @@ from ..checkpoint import read_checkpoint, save_weights
 from .preprocess import Preprocessing
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # owner/name
+FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".pt2", ".onnx", ".json")
 
 
 def _architectures() -> dict:
@@ -119,7 +123,7 @@ def _from_metadata(meta: dict[str, str], weights: Path) -> dict:
 
 def _resolve(name_or_path, revision, cache_dir) -> tuple[Path, Path | None]:
     """(weights file, config file or None) for a local folder / file or a Hub id."""
-    local = Path(name_or_path)
+    local = Path(os.path.expanduser(name_or_path))  # os.path's: an unknown ~user stays as it is
     if local.is_dir():
         if not (local / WEIGHTS).is_file():
             raise FileNotFoundError(f"{local} has no {WEIGHTS} (expected a folder written by save_pretrained)")
@@ -127,8 +131,12 @@ def _resolve(name_or_path, revision, cache_dir) -> tuple[Path, Path | None]:
     if local.is_file():
         return local, None
     repo = str(name_or_path)
-    if repo.count("/") != 1 or repo.startswith((".", "/")):
-        raise FileNotFoundError(f"{repo} is neither a local folder or file nor a Hub id (owner/name)")
+    reason = _local_reason(repo)
+    if reason is not None or not HUB_ID.fullmatch(repo):
+        why = f": {reason}" if reason else ""
+        raise FileNotFoundError(
+            f"no such file or directory: {repo} (neither a local folder or file nor a Hub id owner/name{why})"
+        )
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as exc:
@@ -142,3 +150,18 @@ def _resolve(name_or_path, revision, cache_dir) -> tuple[Path, Path | None]:
     except Exception as exc:  # offline without a cached copy, no such repository, no such file
         raise FileNotFoundError(f"{repo}: not a local folder, and the Hub gave {type(exc).__name__}: {exc}") from exc
     return Path(weights), Path(config)
+
+
+def _local_reason(text: str) -> str | None:
+    """Why ``text`` names a local path rather than a Hub id, or None: a mistyped path must fail at once,
+    not after the Hub client's network retries (about 23 s)."""
+    seps = {"/", os.sep, os.altsep or "/"}
+    prefixes = ("~", *seps, *(dots + sep for dots in (".", "..") for sep in seps))
+    if text.startswith(prefixes) or text in (".", ".."):
+        return "it starts like a path"
+    if any(sep in text for sep in seps) and text.lower().endswith(FILE_SUFFIXES):
+        return f"it has a file extension ({Path(text).suffix})"
+    parent = Path(os.path.expanduser(text)).parent
+    if parent != Path(".") and parent.is_dir():
+        return f"{parent}{os.sep} is a folder here"
+    return None
