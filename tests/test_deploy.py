@@ -41,6 +41,17 @@ def test_save_pretrained_round_trip_keeps_weights_preprocessing_and_classes(tmp_
         assert loaded.pretrained_cfg["mean"] == (0.5, 0.4, 0.3) and loaded.pretrained_cfg["label_names"] == CLASSES
 
 
+def test_weights_adapted_to_other_channels_keep_the_files_resize_and_crop(tmp_path):
+    """3-channel statistics do not fit a 1-channel model; the file's interpolation and crop still do."""
+    prep = Preprocessing((3, 32, 32), (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), "bilinear", 0.875)
+    small().save_pretrained(tmp_path / "m", preprocessing=prep, classes=CLASSES)
+    grey = swinv2.create_model(
+        "swinv2_micro_window4_32", num_classes=3, in_chans=1, pretrained=tmp_path / "m" / "model.safetensors"
+    )
+    assert grey.load_report.clean and grey.load_report.adapted  # the patch embedding summed over channels
+    assert grey.preprocessing == Preprocessing((1, 32, 32), (0.5,), (0.5,), "bilinear", 0.875)
+
+
 def test_video_models_round_trip_too(tmp_path):
     from swinv2.video import create_video_model
 

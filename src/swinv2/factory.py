@@ -53,7 +53,8 @@ def create_model(
 
 
 def _keep_preprocessing(model: SwinV2, meta: dict[str, str]) -> None:
-    """Weights written by this project bring their preprocessing and class names (at the model's size)."""
+    """Weights written by this project bring their preprocessing and class names (at the model's size;
+    adapted to other input channels, the default statistics for those with the file's resize and crop)."""
     from dataclasses import replace
 
     from .deploy.preprocess import Preprocessing
@@ -63,6 +64,9 @@ def _keep_preprocessing(model: SwinV2, meta: dict[str, str]) -> None:
         prep = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
         if prep.input_size[0] == model.cfg.in_chans:
             model.preprocessing = replace(prep, input_size=(model.cfg.in_chans, *to_pair(model.cfg.img_size)))
+        else:  # weights adapted to other input channels: their statistics no longer apply, resize and crop do
+            keep = {"interpolation": prep.interpolation, "crop_pct": prep.crop_pct}
+            model.preprocessing = Preprocessing.for_model(model.cfg, **keep)
     classes = json.loads(meta.get("classes", "null"))
     if classes is not None and len(classes) == model.cfg.num_classes:
         model.classes = classes
