@@ -344,3 +344,218 @@ def test_val_annotations_with_other_categories_are_refused(scenes, tmp_path):
     val.write_text(json.dumps(coco))
     with pytest.raises(ValueError, match="the val annotations list other categories than train's"):
         DetectionTask(DenseRecipe(task="detect", data=str(root))).datasets()
+
+
+# ------------------------------------------------------------------------ data checks and small runs
+def _segmentation_data(root, train: int = 4, val: int = 2, size: int = 32, classes=("background", "a", "b")):
+    """A tiny ``ROOT/{train,val}/{images,masks}`` dataset of random pixels and masks."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("val", val)):
+        for folder in ("images", "masks"):
+            (root / split / folder).mkdir(parents=True)
+        for i in range(count):
+            image = rng.integers(0, 256, (size, size), dtype=np.uint8)
+            mask = rng.integers(0, len(classes), (size, size), dtype=np.uint8)
+            Image.fromarray(image).save(root / split / "images" / f"{i}.png")
+            Image.fromarray(mask).save(root / split / "masks" / f"{i}.png")
+    (root / "semantic_classes.json").write_text(json.dumps(list(classes)))
+    return root
+
+
+TINY_MODEL = "swinv2_test_window4_32"  # 16 channels, 0.2M parameters: runs of a second or two
+
+
+def _train_args(data, output, batch_size: int = 2) -> list[str]:
+    """``swinv2 segment train`` of a tiny run (one epoch at 32 px, no pictures)."""
+    sizes = ["--img-size", "32", "--epochs", "1", "--batch-size", str(batch_size), "--head-channels", "8"]
+    quiet = ["--no-progress", "--pictures", "0"]
+    return ["segment", "train", "--model", TINY_MODEL, "--data", str(data), *sizes, "--output", str(output), *quiet]
+
+
+def _tiny_segment(data, output, **kw) -> DenseRecipe:
+    settings = {"img_size": 32, "batch_size": 2, "epochs": 1, "head_channels": 8, "pictures": 0, "amp": "none"}
+    settings["model"] = TINY_MODEL
+    return DenseRecipe(task="segment", data=str(data), output=str(output), **{**settings, **kw})
+
+
+def test_segmentation_masks_of_wrong_size_or_values_are_named(tmp_path, capsys):
+    from swinv2.dense.data import AnnotationError
+
+    root = _segmentation_data(tmp_path / "data", train=1, val=1)
+    paths = find_split(root, "train", "segment")
+    mask = paths.annotations / "0.png"
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(mask)  # all ignore: in range
+    assert (SegmentationFolder(paths, num_classes=3)[0][1] == 255).all()
+    Image.fromarray(np.full((32, 32), 3, np.uint8)).save(mask)
+    with pytest.raises(AnnotationError, match=r"0\.png: mask values \[3\] out of range; expected 0\.\.2 for 3"):
+        SegmentationFolder(paths, num_classes=3)[0]
+    assert (SegmentationFolder(paths, reduce_zero_label=True, num_classes=3)[0][1] == 2).all()  # 1..3 -> 0..2
+    Image.fromarray(np.zeros((20, 32), np.uint8)).save(mask)
+    with pytest.raises(AnnotationError, match=r"0\.png: mask is 20 x 32 .*expected its image's 32 x 32"):
+        SegmentationFolder(paths, num_classes=3)[0]
+    Image.fromarray(np.full((32, 32), 9, np.uint8)).save(mask)  # training reports it in one line, not a tensor error
+    assert main(_train_args(root, tmp_path / "run", batch_size=1)) == 2
+    assert "masks/0.png: mask values [9] out of range; expected 0..2" in capsys.readouterr().err
+
+
+def _coco_file(tmp_path, change=None):
+    """A one-image COCO split (``change`` edits the annotation dict before it is written)."""
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(images / "a.png")
+    box = [[[2, 2, 12, 2, 12, 12, 2, 12]], [[16, 16, 30, 16, 30, 30, 16, 30]]]
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 32, "height": 32}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10], "segmentation": box[0]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [16, 16, 14, 14], "segmentation": box[1], "iscrowd": 1},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    if change is not None:
+        change(coco)
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    return SplitPaths(images, tmp_path / "instances.json")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c.pop("images"), r"no 'images' list"),
+        (lambda c: c.pop("categories"), r"no 'categories' list"),
+        (lambda c: c["annotations"][0].pop("bbox"), r"annotations\[0\] \(id 1\) has no 'bbox'"),
+        (lambda c: c["annotations"][1].pop("category_id"), r"annotations\[1\] \(id 2\) has no 'category_id'"),
+        (lambda c: c["annotations"][0].update(bbox=[1, 2, 3]), r"annotations\[0\].*\[1, 2, 3\] is not 4 finite"),
+        (lambda c: c["annotations"][0].update(bbox=[1, 2, "3", 4]), r"is not 4 finite numbers"),
+        (lambda c: c["annotations"][0].update(image_id=7), r"image_id 7 is not the id of any entry of 'images'"),
+        (lambda c: c["images"][0].pop("file_name"), r"images\[0\] has no 'file_name'"),
+    ],
+)
+def test_malformed_coco_annotations_are_refused_by_entry(tmp_path, change, message):
+    from swinv2.dense.data import AnnotationError
+
+    paths = _coco_file(tmp_path, change)
+    with pytest.raises(AnnotationError, match=r"instances\.json: .*" + message):
+        CocoDetectionData(paths)
+
+
+def test_crowd_annotations_are_left_out_of_training_targets(tmp_path):
+    data = CocoDetectionData(_coco_file(tmp_path, lambda c: c["annotations"][0].pop("area", None)))
+    _, target = data[0]
+    assert target["boxes"].tolist() == [[2.0, 2.0, 12.0, 12.0]] and target["masks"].shape == (1, 32, 32)
+    assert data.coco.anns[2]["iscrowd"] == 1  # still in the index, where COCOeval ignores detections on it
+    assert data.coco.anns[1]["area"] == 100 and data.coco.anns[1]["iscrowd"] == 0  # filled in for COCOeval
+
+
+def test_segmentation_trains_when_a_batch_holds_one_image(tmp_path):
+    """UperNet's 1x1 pyramid level has one value per channel for a one-image batch, where BatchNorm has no
+    batch statistics: it normalises with its running ones instead of failing."""
+    root = _segmentation_data(tmp_path / "data", train=1, val=1)
+    summary = fit_dense(_tiny_segment(root, tmp_path / "one", batch_size=4), progress=False)
+    assert summary["epochs"] == 1 and summary["train_images"] == 1 and np.isfinite(summary["train_loss"])
+    model = Segmenter(small_backbone(), num_classes=3, channels=8).train()
+    bn = model.head.ppm.branches[0][1]  # the 1x1 level
+    before = bn.running_mean.clone()
+    F.cross_entropy(model(torch.randn(1, 3, 32, 32)), torch.randint(0, 3, (1, 32, 32))).backward()
+    assert torch.equal(bn.running_mean, before) and bn.weight.grad is not None
+    model(torch.randn(2, 3, 32, 32))  # two images: batch statistics, as nn.BatchNorm2d
+    assert not torch.equal(bn.running_mean, before)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny segmentation run folder (its data left in place)."""
+    base = tmp_path_factory.mktemp("tiny")
+    assert main(_train_args(_segmentation_data(base / "data"), base / "run")) == 0
+    return base / "run"
+
+
+@pytest.fixture(scope="module")
+def moved_run(tmp_path_factory):
+    """A tiny segmentation run trained from a relative --data path, whose data folder then moved away."""
+    base = tmp_path_factory.mktemp("moved")
+    _segmentation_data(base / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(base)
+        assert main(_train_args("data", "run")) == 0
+    (base / "data").rename(base / "elsewhere")
+    return base
+
+
+def test_eval_and_predict_need_only_the_run_after_its_data_moved(moved_run, tmp_path, capsys):
+    run = moved_run / "run"
+    assert json.loads((run / "config.json").read_text())["data"] == str(moved_run / "data")  # absolute
+    image = moved_run / "elsewhere" / "val" / "images" / "0.png"
+    assert main(["segment", "predict", str(run), str(image), "--output", str(tmp_path / "pics")]) == 0
+    assert (tmp_path / "pics" / "0_segment.png").is_file()
+    assert main(["segment", "eval", str(run), "--data", str(moved_run / "elsewhere")]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out.splitlines()[-1])["miou"] <= 100
+    assert main(["segment", "eval", str(run)]) == 2
+    assert "no val split for segment under " + str(moved_run / "data") in capsys.readouterr().err
+
+
+def test_runs_without_class_names_read_them_from_the_training_data(moved_run, tmp_path, capsys):
+    import shutil
+
+    from swinv2.checkpoint import read_checkpoint, write_safetensors
+
+    old = tmp_path / "old"
+    shutil.copytree(moved_run / "run", old)
+    tensors, meta = read_checkpoint(old / "model.safetensors")
+    del meta["classes"]  # as written by versions that did not store them
+    write_safetensors(tensors, old / "model.safetensors", meta)
+    image = moved_run / "elsewhere" / "val" / "images" / "0.png"
+    assert main(["segment", "predict", str(old), str(image), "--output", str(tmp_path / "pics")]) == 2
+    assert "names no classes (an older run)" in capsys.readouterr().err
+    assert load_run(old, data=str(moved_run / "elsewhere")).task.classes == ["background", "a", "b"]
+
+
+def test_predict_scales_16_bit_images_like_training(tiny_run, tmp_path):
+    from swinv2.data.datasets import read_image
+
+    ramp = np.tile(np.linspace(0, 60000, 32).astype(np.uint16), (32, 1))
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    run = str(tiny_run)
+    assert main(["segment", "predict", run, str(tmp_path / "deep.png"), "--output", str(tmp_path)]) == 0
+    drawn = np.asarray(Image.open(tmp_path / "deep_segment.png").convert("L"), dtype=int)
+    expected = read_image(tmp_path / "deep.png")[0].repeat_interleave(8, 0).repeat_interleave(8, 1).numpy()
+    assert np.abs(drawn[:, :256] - expected).max() <= 1  # the image half of the picture: 0..255, not clipped
+
+
+def test_predict_skips_non_images_and_keeps_inputs_of_one_stem_apart(tiny_run, tmp_path, capsys):
+    run, pics = str(tiny_run), tmp_path / "pics"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(inputs / "a.png")
+    Image.fromarray(np.full((32, 32), 200, np.uint8)).save(inputs / "a.jpg")
+    (inputs / "notes.txt").write_text("not an image")
+    assert main(["segment", "predict", run, str(inputs), "--output", str(pics)]) == 0
+    assert sorted(p.name for p in pics.iterdir()) == ["a_jpg_segment.png", "a_png_segment.png"]
+    assert np.asarray(Image.open(pics / "a_png_segment.png"))[0, 0, 0] == 0  # each drawn from its own input
+    assert np.asarray(Image.open(pics / "a_jpg_segment.png"))[0, 0, 0] > 150
+    assert f"skipped {inputs / 'notes.txt'}: not an image" in capsys.readouterr().err
+    assert main(["segment", "predict", run, str(inputs / "notes.txt"), "--output", str(pics)]) == 2
+    assert "no image among" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.png").write_bytes((inputs / "a.png").read_bytes())
+    twins = [str(inputs / "a.png"), str(tmp_path / "other" / "a.png")]
+    assert main(["segment", "predict", run, *twins, "--output", str(pics)]) == 2
+    assert "would both be drawn to a_png_segment.png" in capsys.readouterr().err
+
+
+@needs_fmnist
+def test_scenes_rebuild_replaces_a_bigger_build_and_refuses_bad_counts(tmp_path, capsys):
+    big = SceneSpec(size=56, train_scenes=5, test_scenes=3, max_items=2, max_scale=1.5)
+    root = ensure_scenes(tmp_path / "s", big)
+    (root / "train" / "images" / "mine.png").write_bytes(b"a file the build does not own")
+    assert main(["scenes", "--output", str(root), "--size", "56", "--train", "2", "--test", "1"]) == 0
+    assert sorted(p.name for p in (root / "train" / "images").iterdir()) == ["000000.png", "000001.png", "mine.png"]
+    assert sorted(p.name for p in (root / "test" / "masks").iterdir()) == ["000000.png"]
+    assert len(json.loads((root / "train" / "instances.json").read_text())["images"]) == 2
+    for flag, value in (("--train", "-1"), ("--test", "0")):
+        with pytest.raises(SystemExit):
+            main(["scenes", "--output", str(root), flag, value])
+        assert f"argument {flag}: expected a whole number >= 1, got" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="scene counts must be >= 1"):
+        SceneSpec(train_scenes=0)

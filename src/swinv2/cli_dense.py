@@ -140,17 +140,19 @@ def add_dense_commands(sub) -> None:
         p.set_defaults(func=_eval, task=task)
 
         p = actions.add_parser("predict", help="draw predictions on image files")
-        p.add_argument("run", help="run folder written by train")
-        p.add_argument("images", nargs="+", help="image files")
+        p.add_argument("run", help="run folder written by train (its data is not needed)")
+        p.add_argument("images", nargs="+", help="image files or folders of them (other files are skipped)")
         p.add_argument("--output", required=True, help="folder for the pictures")
         _add(p, _test_flags(task))
         p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
         p.set_defaults(func=_predict, task=task)
 
+    from .cli import _positive
+
     p = sub.add_parser("scenes", help="write the Fashion-MNIST scenes dataset (COCO + mask folders)")
-    p.add_argument("--output", help="folder (default: in the user cache, where train looks)")
+    p.add_argument("--output", help="folder (default: in the user cache, where train looks); rebuilt in place")
     p.add_argument("--size", type=int, default=128, help="canvas side in pixels")
-    p.add_argument("--train", type=int, default=5000, help="training scenes")
-    p.add_argument("--test", type=int, default=1000, help="test scenes")
+    p.add_argument("--train", type=_positive, default=5000, help="training scenes")
+    p.add_argument("--test", type=_positive, default=1000, help="test scenes")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_scenes)

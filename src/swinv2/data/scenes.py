@@ -44,6 +44,8 @@ class SceneSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.train_scenes < 1 or self.test_scenes < 1:
+            raise ValueError(f"scene counts must be >= 1, got {self.train_scenes} train, {self.test_scenes} test")
         if self.size < 56 or not 1 <= self.min_items <= self.max_items or not 0 < self.min_scale <= self.max_scale:
             raise ValueError(f"invalid scene spec {self}: need size >= 56, 1 <= min <= max items, 0 < min <= max scale")
         if 28 * self.max_scale > self.size:
@@ -58,16 +60,29 @@ def default_scenes_dir(spec: SceneSpec) -> Path:
 
 
 def ensure_scenes(root: str | os.PathLike | None = None, spec: SceneSpec | None = None) -> Path:
-    """The scenes folder for ``spec``, written first if missing (or written for another spec)."""
+    """The scenes folder for ``spec``, written first if missing (or rewritten if written for another spec:
+    the files of the earlier build are removed first, so none of a bigger build is left behind)."""
     spec = spec or SceneSpec()
     root = Path(root) if root is not None else default_scenes_dir(spec)
     marker = root / "spec.json"
     wanted = json.dumps(spec.__dict__, sort_keys=True)
     if marker.is_file() and marker.read_text() == wanted:
         return root
+    marker.unlink(missing_ok=True)  # an interrupted rebuild must not pass for the earlier spec's folder
+    remove_scenes(root)
     write_scenes(root, spec)
     marker.write_text(wanted)
     return root
+
+
+def remove_scenes(root: Path) -> None:
+    """Delete the files a build writes (``NNNNNN.png`` scenes and masks, ``instances.json``), nothing else
+    that may share the folder."""
+    for split in SPLITS:
+        for folder in ("images", "masks"):
+            for path in (root / split / folder).glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+                path.unlink()
+        (root / split / "instances.json").unlink(missing_ok=True)
 
 
 def write_scenes(root: str | os.PathLike, spec: SceneSpec) -> None:

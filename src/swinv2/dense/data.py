@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+from torchvision.datasets import CocoDetection, VisionDataset
 from torchvision.transforms import v2
 
 from ..data.datasets import MarksUnreadable, UnreadableImage, read_image
@@ -25,6 +27,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 IGNORE_INDEX = 255
 # The folder names a split goes by: this project's scenes (train/test), COCO and ADE20K.
 SPLIT_ALIASES = {"train": ("train", "training", "train2017"), "val": ("val", "test", "validation", "val2017")}
+
+
+class AnnotationError(ValueError):
+    """An annotation file or mask that does not hold what the loaders expect (the CLI prints it)."""
 
 
 @dataclass(frozen=True)
@@ -59,15 +65,16 @@ def read_semantic_classes(root: str | os.PathLike) -> list[str] | None:
 # ---------------------------------------------------------------------------------------------- detection
 class CocoDetectionData(MarksUnreadable, Dataset):
     """A COCO-format split: ``(image float (3, H, W), target)`` with ``boxes`` (xyxy), ``labels``
-    (1..K, in category-id order), ``masks`` (N, H, W) and ``image_id``."""
+    (1..K, in category-id order), ``masks`` (N, H, W) and ``image_id``.
+
+    Crowd regions (``"iscrowd": 1``) are left out of the targets (COCO's convention); the annotation file
+    is checked when loaded (:func:`read_coco`).
+    """
 
     def __init__(self, paths: SplitPaths, transforms: v2.Transform | None = None):
-        from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
+        from torchvision.datasets import wrap_dataset_for_transforms_v2
 
-        if not paths.annotations.is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: {paths.annotations}")
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports its progress on stdout
-            base = CocoDetection(str(paths.images), str(paths.annotations))
+        base = _CocoImages(paths.images, read_coco(paths.annotations))
         if len(base) == 0:
             raise ValueError(f"{paths.annotations} lists no images")
         self.coco = base.coco
@@ -111,6 +118,86 @@ class CocoDetectionData(MarksUnreadable, Dataset):
         return self
 
 
+class _CocoImages(CocoDetection):
+    """torchvision's ``CocoDetection`` over an index :func:`read_coco` checked, whose targets leave out
+    crowd regions (``"iscrowd": 1``): by COCO's convention they are not objects to learn, and ``COCOeval``
+    still reads them from the index to ignore detections that fall on them."""
+
+    def __init__(self, root: Path, coco):
+        VisionDataset.__init__(self, str(root))
+        self.coco = coco
+        self.ids = sorted(coco.imgs)
+
+    def _load_target(self, id: int) -> list[dict]:
+        return [a for a in super()._load_target(id) if not a.get("iscrowd", 0)]
+
+
+def read_coco(path: Path):
+    """pycocotools' index of a COCO annotation file, parsed once and checked first, so that a malformed
+    file is refused by name and entry instead of failing later with a ``KeyError`` deep in a loader."""
+    from pycocotools.coco import COCO
+
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO annotation file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path} is not a JSON file ({exc})") from exc
+    check_coco(data, path)
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports its progress on stdout
+        coco.createIndex()
+    return coco
+
+
+def check_coco(data: object, path: Path) -> None:
+    """Refuse what the loaders and ``COCOeval`` would trip on; fill ``iscrowd`` (0) and ``area`` (the
+    box's) where missing, as hand-made files often leave them out."""
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: expected a JSON object with 'images', 'annotations' and 'categories'")
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if missing:
+        raise AnnotationError(f"{path}: no {', '.join(repr(k) for k in missing)} list (COCO format needs all three)")
+    if not data["categories"]:
+        raise AnnotationError(f"{path}: 'categories' is empty; expected one entry per class")
+    image_ids = _ids(data["images"], "images", ("id", "file_name"), path)
+    category_ids = _ids(data["categories"], "categories", ("id", "name"), path)
+    for i, ann in enumerate(data["annotations"]):
+        _check_annotation(ann, f"{path}: annotations[{i}]", image_ids, category_ids)
+
+
+def _ids(entries: list, kind: str, keys: tuple[str, ...], path: Path) -> set:
+    """The ids of ``images`` or ``categories`` entries, each checked to have ``keys``."""
+    for i, entry in enumerate(entries):
+        absent = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+        if absent:
+            raise AnnotationError(f"{path}: {kind}[{i}] has no {' or '.join(map(repr, absent))} ({entry!r:.120})")
+    return {entry["id"] for entry in entries}
+
+
+def _check_annotation(ann: object, where: str, image_ids: set, category_ids: set) -> None:
+    if not isinstance(ann, dict):
+        raise AnnotationError(f"{where} is {ann!r:.80}, expected an object")
+    where = f"{where} (id {ann.get('id')!r})"
+    for key in ("id", "image_id", "category_id", "bbox", "segmentation"):
+        if key not in ann:
+            raise AnnotationError(f"{where} has no {key!r}")
+    if ann["image_id"] not in image_ids:
+        raise AnnotationError(f"{where}: image_id {ann['image_id']!r} is not the id of any entry of 'images'")
+    if ann["category_id"] not in category_ids:
+        raise AnnotationError(f"{where}: category_id {ann['category_id']!r} is not the id of any category")
+    box = ann["bbox"]
+    if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+        raise AnnotationError(f"{where}: bbox {box!r:.80} is not 4 finite numbers [x, y, width, height]")
+    ann.setdefault("iscrowd", 0)
+    ann.setdefault("area", box[2] * box[3])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def detection_transforms(train: bool) -> v2.Transform | None:
     """Training: horizontal flips, then drop boxes a transform made degenerate. Testing: none."""
     if not train:
@@ -136,10 +223,18 @@ class SegmentationFolder(MarksUnreadable, Dataset):
     """Images paired by file stem with single-channel masks (class index per pixel, 255 = ignore).
 
     ``reduce_zero_label`` maps ADE20K's 0 ("other") to ignore and shifts classes 1..K down to 0..K-1.
-    Grey, RGBA and 16-bit images are converted to 8-bit RGB.
+    Grey, RGBA and 16-bit images are converted to 8-bit RGB. With ``num_classes``, each mask is checked
+    when loaded (the image's size, values 0..K-1 or 255), so that a bad file is named instead of failing
+    later inside the loss.
     """
 
-    def __init__(self, paths: SplitPaths, transforms: v2.Transform | None = None, reduce_zero_label: bool = False):
+    def __init__(
+        self,
+        paths: SplitPaths,
+        transforms: v2.Transform | None = None,
+        reduce_zero_label: bool = False,
+        num_classes: int | None = None,
+    ):
         images = sorted(p for p in paths.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {paths.images}")
@@ -153,6 +248,7 @@ class SegmentationFolder(MarksUnreadable, Dataset):
         self._init_marks(len(self.samples))
         self.transforms = transforms
         self.reduce_zero_label = reduce_zero_label
+        self.num_classes = num_classes
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -171,12 +267,32 @@ class SegmentationFolder(MarksUnreadable, Dataset):
         except (UnreadableImage, OSError):  # skipped by the collate, counted per epoch
             self._mark(index)
             return None
-        if self.reduce_zero_label:
-            mask = torch.where(mask == 0, IGNORE_INDEX, mask - 1)
+        self._check_mask(mask, image.shape[-2:], mask_path)
+        if self.reduce_zero_label:  # 0 ("other") and the ignore value stay ignored, 1..K become 0..K-1
+            mask = torch.where((mask == 0) | (mask == IGNORE_INDEX), IGNORE_INDEX, mask - 1)
         mask = tv_tensors.Mask(mask)
         if self.transforms is not None:
             image, mask = self.transforms(image, mask)
         return image, mask.as_subclass(torch.Tensor)
+
+    def _check_mask(self, mask: torch.Tensor, size: torch.Size, path: Path) -> None:
+        """The mask covers its image and holds class indices (as stored: before ``reduce_zero_label``)."""
+        if mask.shape != size:
+            raise AnnotationError(
+                f"{path}: mask is {mask.shape[-2]} x {mask.shape[-1]} (height x width), expected its image's "
+                f"{size[0]} x {size[1]}"
+            )
+        if self.num_classes is None:
+            return
+        top = self.num_classes if self.reduce_zero_label else self.num_classes - 1
+        bad = ((mask < 0) | (mask > top)) & (mask != IGNORE_INDEX)
+        if bad.any():
+            found = mask[bad].unique()[:5].tolist()
+            meaning = " (0 = other, ignored with reduce_zero_label)" if self.reduce_zero_label else ""
+            raise AnnotationError(
+                f"{path}: mask values {found} out of range; expected 0..{top}{meaning} for "
+                f"{self.num_classes} classes, or {IGNORE_INDEX} (ignore)"
+            )
 
     def subset(self, limit: int | None) -> SegmentationFolder:
         if limit is not None:

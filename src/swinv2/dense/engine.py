@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoint import check_compatible, read_checkpoint, save_weights
-from ..data.datasets import take_unreadable
+from ..data.datasets import UnreadableImage, read_image, take_unreadable
 from ..errors import NonFiniteLossError
 from ..train.checkpoints import latest_valid, load_state, write_checkpoint
 from ..train.loop import (
@@ -39,23 +39,42 @@ log = logging.getLogger("swinv2")
 
 
 class DenseRun:
-    """One run's task, data, model, optimiser and schedule."""
+    """One run's task, data, model, optimiser and schedule.
 
-    def __init__(self, recipe: DenseRecipe, device: torch.device):
+    ``classes`` (a finished run's, from its weights file) skips the training data, which then need not
+    exist: the model is built for them and the validation set is read only if :meth:`evaluate` runs.
+    """
+
+    def __init__(self, recipe: DenseRecipe, device: torch.device, classes: list[str] | None = None):
         self.recipe, self.device = recipe, device
         self.task: DenseTask = make_task(recipe)
-        self.train_set, self.val_set = self.task.datasets()
+        self.epoch = 0
+        if classes is None:
+            self.train_set, self._val_set = self.task.datasets()
+        else:
+            self.train_set, self._val_set, self.task.classes = None, None, list(classes)
         self.model = self.task.build_model().to(device)
-        self.optimizer = build_optimizer(self.model, recipe.lr, recipe.weight_decay)
+        if self.train_set is not None:
+            self._init_optimisation()
+
+    def _init_optimisation(self) -> None:
+        r = self.recipe
+        self.optimizer = build_optimizer(self.model, r.lr, r.weight_decay)
         self.steps_per_epoch = len(self.loader(self.train_set, train=True))
         self.scheduler = WarmupCosine(
             self.optimizer,
-            recipe.lr,
-            recipe.min_lr,
-            total=recipe.epochs * self.steps_per_epoch,
-            warmup=int(recipe.warmup_epochs * self.steps_per_epoch),
+            r.lr,
+            r.min_lr,
+            total=r.epochs * self.steps_per_epoch,
+            warmup=int(r.warmup_epochs * self.steps_per_epoch),
         )
-        self.epoch = 0
+
+    @property
+    def val_set(self):
+        """The validation set, read on first use (predicting reads no data)."""
+        if self._val_set is None:
+            self._val_set = self.task.val_dataset()
+        return self._val_set
 
     def loader(self, dataset, train: bool, seed: int = 0) -> DataLoader:
         gen = torch.Generator().manual_seed(seed)
@@ -64,7 +83,9 @@ class DenseRun:
             batch_size=self.recipe.batch_size,
             shuffle=train,
             generator=gen,
-            drop_last=train and len(dataset) > self.recipe.batch_size,  # BatchNorm needs > 1 image
+            # an incomplete last batch is dropped (as detectron2 and mmseg do): none of 1 image, none smaller than
+            # the rest; a training set of at most one batch is kept whole (UperNet's BatchNorm trains on 1 image)
+            drop_last=train and len(dataset) > self.recipe.batch_size,
             num_workers=self.recipe.workers,
             collate_fn=self.task.collate,
         )
@@ -147,6 +168,8 @@ def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None 
     """
     wall = time.perf_counter()
     run_dir = check_run_dir(recipe, resume)
+    if recipe.data:  # config.json names the data wherever the run is resumed or evaluated from
+        recipe.data = str(Path(recipe.data).resolve())
     device = resolve_device(recipe.device)
     check_device(recipe, device)
     seed_everything(recipe.seed)
@@ -230,7 +253,11 @@ def draw_predictions(run: DenseRun, path: Path, count: int | None = None) -> Pat
 
 def load_run(run_dir: str | Path, **changes: object) -> DenseRun:
     """A finished run's model (``model.safetensors``) with its recipe, ``changes`` applied (test size,
-    window, data, limits), ready to evaluate or predict."""
+    window, data, limits), ready to evaluate or predict.
+
+    The class names come from the weights file, so only the data evaluated is read. Runs whose file has
+    none (older versions) read them from the training data, as they did then.
+    """
     run_dir = Path(run_dir)
     recipe = DenseRecipe.load(run_dir / "config.json")
     for key, value in changes.items():
@@ -238,32 +265,100 @@ def load_run(run_dir: str | Path, **changes: object) -> DenseRun:
             setattr(recipe, key, value)
     recipe.__post_init__()
     recipe.pretrained = None  # the run's own weights replace the backbone's initialisation
-    run = DenseRun(recipe, resolve_device(recipe.device))
-    tensors, _ = read_checkpoint(run_dir / "model.safetensors")
+    tensors, meta = read_checkpoint(run_dir / "model.safetensors")
+    classes = json.loads(meta["classes"]) if "classes" in meta else None
+    try:
+        run = DenseRun(recipe, resolve_device(recipe.device), classes)
+    except FileNotFoundError as exc:
+        if classes is not None:
+            raise
+        raise FileNotFoundError(
+            f"{run_dir / 'model.safetensors'} names no classes (an older run), so they are read from its "
+            f"training data, which is not there: {exc}. Put it back, or give eval --data the dataset trained on"
+        ) from exc
     run.model.load_state_dict(tensors)
     run.task.set_test_geometry(run.model)
     return run
 
 
 def predict_files(run: DenseRun, paths: list[str], out_dir: Path) -> list[Path]:
-    """Draw the run's predictions on each image file; one PNG per input in ``out_dir``."""
-    from PIL import Image
+    """Draw the run's predictions on each image (folders: each file in them); one PNG per image in
+    ``out_dir``. Files that are not images are skipped with a line on stderr; 16-bit images are scaled
+    to 8 bits as training reads them."""
     from torchvision.transforms import v2
     from torchvision.utils import save_image
 
+    images = images_among(paths)
+    names = output_names(images, run.recipe.task)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in paths:
-        path = Path(name)
-        if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
-        with Image.open(path) as img:
-            image = v2.functional.to_dtype(v2.functional.pil_to_tensor(img.convert("RGB")), torch.float32, scale=True)
+    for path in images:
+        try:
+            image = v2.functional.to_dtype(read_image(path), torch.float32, scale=True)
+        except UnreadableImage as exc:  # an image header over a truncated or corrupt body
+            print(f"skipped {exc}", file=sys.stderr)
+            continue
         if run.recipe.task == "segment":
             image = v2.functional.normalize(image, MEAN, STD)
         with autocast(run.device, run.recipe.amp):
             drawn = run.task.draw(run.model, [image], run.device)[0]
-        target = out_dir / f"{path.stem}_{run.recipe.task}.png"
-        save_image(drawn.float() / 255, target)
-        written.append(target)
+        save_image(drawn.float() / 255, out_dir / names[path])
+        written.append(out_dir / names[path])
     return written
+
+
+def images_among(paths: list[str]) -> list[Path]:
+    """The image files of ``paths``; each other file is named on stderr, none at all is an error."""
+    images = []
+    for path in input_files(paths):
+        if _is_image(path):
+            images.append(path)
+        else:
+            print(f"skipped {path}: not an image", file=sys.stderr)
+    if not images:
+        raise ValueError(f"no image among {', '.join(paths)}")
+    return images
+
+
+def input_files(paths: list[str]) -> list[Path]:
+    """The files named, a folder standing for the files directly in it (sorted); each file once."""
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"image not found: {path}")
+    return list(dict.fromkeys(files))
+
+
+def _is_image(path: Path) -> bool:
+    """Whether PIL recognises the file, from its header alone (cheap: nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError):
+        return False
+
+
+def output_names(paths: list[Path], task: str) -> dict[Path, str]:
+    """``<stem>_<task>.png`` per input; inputs sharing a stem keep their extension in it (``a_png_...``,
+    ``a_jpg_...``) so that none overwrites another. Names still shared (one file name in two folders) are
+    refused: each would silently replace the other."""
+    stems: dict[str, int] = {}
+    for p in paths:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    names = {
+        p: f"{p.stem}_{p.suffix[1:]}_{task}.png" if stems[p.stem] > 1 and p.suffix else f"{p.stem}_{task}.png"
+        for p in paths
+    }
+    seen: dict[str, Path] = {}
+    for p, name in names.items():
+        if name in seen:
+            raise ValueError(f"{seen[name]} and {p} would both be drawn to {name}; predict them into separate --output")
+        seen[name] = p
+    return names

@@ -11,9 +11,21 @@ from .backbone import SwinV2Backbone
 from .data import IGNORE_INDEX
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that also trains on a single value per channel, as the 1x1 pyramid pooling level gives for a
+    one-image batch (``--batch-size 1``, a one-image training set, a batch that lost unreadable files):
+    batch statistics are undefined there, so it normalises with its running statistics, leaving them as they
+    are. Weights, buffers and every other batch are exactly ``nn.BatchNorm2d``'s."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.numel() == x.shape[1]:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), BatchNorm2d(c_out), nn.ReLU(inplace=True)
     )
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
 from ..data.scenes import ensure_scenes
 from .backbone import create_backbone
@@ -18,6 +19,7 @@ from .data import (
     IGNORE_INDEX,
     CocoDetectionData,
     SegmentationFolder,
+    SplitPaths,
     collate_detection,
     detection_transforms,
     find_split,
@@ -39,8 +41,27 @@ class DenseTask:
 
     def __init__(self, recipe: DenseRecipe):
         self.recipe = recipe
-        self.root = Path(recipe.data) if recipe.data else ensure_scenes()
-        self.classes: list[str] = []
+        self.classes: list[str] = []  # set by train_dataset(), or from a finished run's weights file
+        self._root: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        """The data folder, resolved on first use: predicting needs none (the default one is written then)."""
+        if self._root is None:
+            self._root = Path(self.recipe.data) if self.recipe.data else ensure_scenes()
+        return self._root
+
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        """Training and validation sets; the training set names the classes."""
+        train = self.train_dataset()
+        return train, self.val_dataset()
+
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def val_dataset(self) -> Dataset:
+        """The validation split, checked against ``self.classes`` (the training set's or a run's)."""
+        raise NotImplementedError
 
     def backbone(self):
         r = self.recipe
@@ -64,20 +85,21 @@ class DetectionTask(DenseTask):
     main_metric = "map50"
     metrics = ("map50", "map")
 
-    def datasets(self) -> tuple[Dataset, Dataset]:
-        r = self.recipe
+    def train_dataset(self) -> Dataset:
         train = CocoDetectionData(find_split(self.root, "train", "detect"), detection_transforms(True))
+        self.classes = train.classes
+        return train.subset(self.recipe.train_limit)
+
+    def val_dataset(self) -> Dataset:
         val = CocoDetectionData(find_split(self.root, "val", "detect"), detection_transforms(False))
-        train_cats, val_cats = (dict(zip(d.category_ids, d.classes)) for d in (train, val))
-        if val_cats != train_cats:
+        if val.classes != self.classes:
             # the model's labels follow train's categories and scoring maps them back through val's: any
             # difference would score correct boxes as wrong, silently
             raise ValueError(
-                f"the val annotations list other categories than train's: val {val_cats}, train {train_cats}; "
-                "give both splits the same 'categories'"
+                f"the val annotations list other categories than train's: val {val.classes}, train (the model's) "
+                f"{self.classes}; give both splits the same 'categories'"
             )
-        self.classes = train.classes
-        return train.subset(r.train_limit), val.subset(r.val_limit)
+        return val.subset(self.recipe.val_limit)
 
     collate = staticmethod(collate_detection)
 
@@ -154,24 +176,23 @@ class SegmentationTask(DenseTask):
     main_metric = "miou"
     metrics = ("miou", "pixel_acc")
 
-    def datasets(self) -> tuple[Dataset, Dataset]:
+    def train_dataset(self) -> Dataset:
         r = self.recipe
-        size = r.img_size
-        train = SegmentationFolder(
-            find_split(self.root, "train", "segment"),
-            segmentation_transforms(True, size, MEAN, STD, r.rescale),
-            r.reduce_zero_label,
-        )
-        val = SegmentationFolder(
-            find_split(self.root, "val", "segment"),
-            segmentation_transforms(False, size, MEAN, STD),
-            r.reduce_zero_label,
-        )
+        paths = find_split(self.root, "train", "segment")
         names = read_semantic_classes(self.root)
         if names is None:
             raise ValueError(f"{self.root} has no semantic_classes.json naming the mask values (one name per class)")
         self.classes = names[1:] if r.reduce_zero_label else names
-        return train.subset(r.train_limit), val.subset(r.val_limit)
+        transforms = segmentation_transforms(True, r.img_size, MEAN, STD, r.rescale)
+        return self._folder(paths, transforms).subset(r.train_limit)
+
+    def val_dataset(self) -> Dataset:
+        transforms = segmentation_transforms(False, self.recipe.img_size, MEAN, STD)
+        return self._folder(find_split(self.root, "val", "segment"), transforms).subset(self.recipe.val_limit)
+
+    def _folder(self, paths: SplitPaths, transforms: v2.Transform) -> SegmentationFolder:
+        """A split whose masks are checked against the classes (values 0..K-1, or 255)."""
+        return SegmentationFolder(paths, transforms, self.recipe.reduce_zero_label, num_classes=len(self.classes))
 
     @staticmethod
     def collate(batch):
