@@ -1,11 +1,11 @@
 """Which attention route is fastest for the whole model on this device? One model, five routes, interleaved.
 
 The fused path hands SDPA a kernel list (``sdpa_backends`` in ``swinv2/layers/attention.py``); with an
-additive bias PyTorch then picks the memory-efficient kernel, or cuDNN's where it is offered. The routes:
+additive bias PyTorch then picks the memory-efficient kernel, or cuDNN's where it is enabled. The routes:
 
-- ``shipped``: what the model does (cuDNN offered first only where ``cudnn_pays``);
-- ``efficient``: cuDNN never offered (flash, memory-efficient, math);
-- ``cudnn``: cuDNN always offered first, PyTorch's own preference on Hopper;
+- ``shipped``: what the model does (cuDNN enabled only where ``cudnn_pays``);
+- ``efficient``: cuDNN never enabled (flash, memory-efficient, math);
+- ``cudnn``: cuDNN always enabled too, which PyTorch then prefers on Hopper;
 - ``math``: SDPA's reference composite only;
 - ``matrices``: no SDPA, explicit products with the bias added in place (the CPU's bf16 route).
 
@@ -48,7 +48,7 @@ def use_route(route: str) -> None:
     """Point the attention module at ``route`` (module globals, read at every call)."""
     backends = ROUTES[route]
     attention.sdpa_pays = (lambda q, bias: False) if backends is None else SHIPPED_PAYS
-    attention.sdpa_backends = SHIPPED_BACKENDS if not isinstance(backends, list) else (lambda q, bias: backends)
+    attention.sdpa_backends = SHIPPED_BACKENDS if not isinstance(backends, list) else (lambda q, k, v, bias: backends)
 
 
 def forward(model: torch.nn.Module, mode: str, x: torch.Tensor) -> torch.Tensor:

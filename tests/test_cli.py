@@ -42,22 +42,25 @@ def test_convert_timm_file_and_check_against_model(tmp_path):
     assert bad.returncode == 1 and "mismatched" in bad.stdout and not (tmp_path / "bad.safetensors").exists()
 
 
-def test_convert_refuses_adapted_heads_and_channels_unless_told(tmp_path):
+def test_convert_refuses_adapted_heads_and_channels_unless_told(tmp_path, capsys):
     """A re-created head or summed input channels would write new weights as if converted: refused, and
     --num-classes / --in-chans describe the checkpoint so that it converts unchanged."""
+    from swinv2.checkpoint import write_safetensors
+    from swinv2.cli import main
+
     src = tmp_path / "grey5.safetensors"
     model = randomize(create_model("swinv2_test_window4_32", num_classes=5, in_chans=1))
-    from swinv2.checkpoint import write_safetensors
-
     write_safetensors(model.state_dict(), src, {})
     cases = [((), True), (("--num-classes", "5"), True), (("--num-classes", "5", "--in-chans", "1"), False)]
     for extra, refused in cases:
         dst = tmp_path / f"out{len(extra)}.safetensors"
-        out = run("convert", str(src), str(dst), "--model", "swinv2_test_window4_32", *extra)
+        code = main(["convert", str(src), str(dst), "--model", "swinv2_test_window4_32", *extra])
+        out = capsys.readouterr().out
         if refused:
-            assert out.returncode == 1 and "adapted" in out.stdout and not dst.exists(), out.stdout
+            assert code == 1 and "adapted" in out and not dst.exists(), out
+            assert "the checkpoint's 1 -> 3 input channels" in out
         else:
-            assert out.returncode == 0, out.stdout + out.stderr
+            assert code == 0, out
             again = create_model("swinv2_test_window4_32", num_classes=5, in_chans=1, pretrained=dst)
             assert again.load_report.clean and not again.load_report.adapted
             x = torch.randn(2, 1, 32, 32)
@@ -72,10 +75,11 @@ def test_export_refuses_a_checkpoint_it_would_adapt(tmp_path, capsys):
 
     src = tmp_path / "five.safetensors"
     write_safetensors(randomize(create_model("swinv2_test_window4_32", num_classes=5)).state_dict(), src, {})
-    out = tmp_path / "m.onnx"
-    common = ["export", "--model", "swinv2_test_window4_32", "--checkpoint", str(src), "--format", "onnx"]
+    out = tmp_path / "m.pt"
+    common = ["export", "--model", "swinv2_test_window4_32", "--checkpoint", str(src), "--format", "torchscript"]
     assert main([*common, "--output", str(out)]) == 2
-    assert "--num-classes" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert "--num-classes" in err and "the checkpoint has 5" in err and not out.exists()
     assert main([*common, "--output", str(out), "--num-classes", "5"]) == 0 and out.is_file()
 
 

@@ -178,16 +178,19 @@ def test_cudnn_attention_offered_only_where_measured_faster(device, dtype, token
 
 
 def test_sdpa_backends_ask_about_gradients_tokens_and_dtype(monkeypatch):
-    """The kernel list follows autograd: a bias that needs a gradient counts as training, no_grad does not."""
+    """The kernel list follows autograd: any of q, k, v or the bias needing a gradient counts as training
+    (a frozen model but for v's bias still backpropagates through the kernel); no_grad does not."""
     asked = []
     monkeypatch.setattr(attention, "cudnn_pays", lambda *args: asked.append(args) or True)
-    q = torch.randn(1, 2, 144, 8, dtype=torch.bfloat16)
-    bias = torch.randn(1, 2, 144, 144, requires_grad=True)
-    assert attention.sdpa_backends(q, bias) == attention.SDPA_BACKENDS_CUDNN
-    with torch.no_grad():
-        attention.sdpa_backends(q, bias)
-    attention.sdpa_backends(q, bias.detach())
-    assert asked == [("cpu", torch.bfloat16, 144, needs_grad) for needs_grad in (True, False, False)]
+    q, k, v = (torch.randn(1, 2, 144, 8, dtype=torch.bfloat16) for _ in range(3))
+    bias = torch.randn(1, 2, 144, 144)
+    assert attention.sdpa_backends(q, k, v, bias) == attention.SDPA_BACKENDS_CUDNN
+    for needing in (q, k, v, bias):
+        attention.sdpa_backends(*(t.requires_grad_(t is needing) for t in (q, k, v, bias)))
+        with torch.no_grad():
+            attention.sdpa_backends(q, k, v, bias)
+    tokens = [("cpu", torch.bfloat16, 144)] * 9
+    assert asked == [(*t, g) for t, g in zip(tokens, [False] + [True, False] * 4)]
     assert attention.SDPBackend.CUDNN_ATTENTION not in attention.SDPA_BACKENDS
     assert [attention.SDPBackend.CUDNN_ATTENTION, *attention.SDPA_BACKENDS] == attention.SDPA_BACKENDS_CUDNN
 

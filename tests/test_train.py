@@ -274,7 +274,6 @@ def test_eval_prepares_images_with_the_stored_preprocessing(tmp_path):
             target = torch.full((len(images),), label)
             scores.add(logits, target, torch.nn.functional.cross_entropy(logits, target, reduction="sum").item())
     expected = scores.result()
-    print("eval", result, "by hand", expected)
     assert result["images"] == 6 and result["top1"] == expected["top1"]
     assert result["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-5)
 
@@ -289,3 +288,32 @@ def test_limits_on_an_image_folder_keep_every_class(tmp_path):
     assert sorted(val.targets[i] for i in picked.indices) == [0, 1]
     assert list(limit_subset(val, 2, spread=False).indices) == [0, 1]
     assert limit_subset(val, 10, spread=True) is val
+
+
+@needs_fmnist
+def test_eval_repeats_the_training_runs_own_evaluation(tmp_path):
+    """`swinv2 eval` on the run's weights and validation images gives the run's last epoch's numbers."""
+    from swinv2.infer import evaluate_classifier
+    from swinv2.train.state import read_metrics
+
+    tiny = {"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "cpb_hidden": 32}
+    recipe = TrainRecipe(
+        model="swinv2_nano_window7_28", model_overrides=tiny, train_limit=256, val_limit=200, epochs=1,
+        batch_size=32, output=str(tmp_path / "run"),
+    )  # fmt: skip
+    fit(recipe, progress=False)
+    last = read_metrics(tmp_path / "run")[-1]
+    result = evaluate_classifier(tmp_path / "run", limit=200)
+    assert result["images"] == 200 and result["top1"] == last["top1"] and result["top5"] == last["top5"]
+    assert result["val_loss"] == pytest.approx(last["val_loss"], rel=1e-6)
+
+
+def test_weights_without_class_names_need_the_models_class_count(tmp_path):
+    """Matched by position, a folder missing one class would shift every label: refused by name."""
+    from swinv2.infer import evaluate_classifier
+
+    _noise_folder(tmp_path / "data")
+    model = randomize(create_model("swinv2_test_window4_32", num_classes=3))
+    model.save_pretrained(tmp_path / "m")  # no class names
+    with pytest.raises(ValueError, match="the data has 2 classes, the model 3 and no class names"):
+        evaluate_classifier(tmp_path / "m", data=str(tmp_path / "data"))

@@ -111,7 +111,7 @@ def _adapt(key: str, value: torch.Tensor, target: torch.Tensor, report: LoadRepo
         c_old, c_new = value.shape[1], target.shape[1]
         # Same response to a grey image whichever way the channels go (timm's input-conv adaptation).
         adapted = value.sum(1, keepdim=True).repeat(1, c_new, *(1,) * (value.dim() - 2)) / c_new
-        report.adapted.append(f"{key} ({c_old} -> {c_new} input channels)")
+        report.adapted.append(f"{key} (the checkpoint's {c_old} -> {c_new} input channels)")
         return adapted
     return None
 
@@ -142,7 +142,9 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], 
         elif own[key].shape == value.shape:
             kept[key] = value
         elif key.startswith("head."):
-            report.adapted.append(f"{key} (re-created for {own[key].shape[0]} classes)")
+            report.adapted.append(
+                f"{key} (re-created for {own[key].shape[0]} classes; the checkpoint has {value.shape[0]})"
+            )
         elif (adapted := _adapt(key, value, own[key], report)) is not None:
             kept[key] = adapted
         else:

@@ -53,9 +53,10 @@ def evaluate_classifier(
     """Top-1 / top-5 of a saved classifier on ``data``'s validation split (Fashion-MNIST's test set by
     default), optionally at another image size and window (``swinv2 eval``).
 
-    Images are prepared with the preprocessing stored with the weights (statistics, crop, interpolation),
-    not the data's defaults: a model is scored on what it was trained or published to see. Only the
-    validation split is read."""
+    Images are prepared with the preprocessing stored with the weights, not the data's defaults: a model
+    is scored on what it was trained or published to see. An image folder goes through the whole stored
+    transform (resize, interpolation, crop, statistics); Fashion-MNIST's 28 px images are resized and
+    normalised with the stored statistics, as training evaluated them. Only the validation split is read."""
     from torch.utils.data import DataLoader
 
     from .data.datasets import ReadableCollate
@@ -116,10 +117,15 @@ class _Relabelled(torch.utils.data.Dataset):
 
 def _in_model_classes(val, names: list[str], model: SwinV2):
     """``val`` with labels in the model's class order, matched by name (folders list theirs sorted, which
-    need not be the training order); an unknown class, or more classes than the model has, is refused."""
+    need not be the training order); an unknown class is refused. Weights without class names are matched
+    by position, so the data must list exactly the model's number of classes (one missing class folder
+    would shift every label after it)."""
     if model.classes is None:
-        if len(names) > model.cfg.num_classes:
-            raise ValueError(f"the data has {len(names)} classes, the model {model.cfg.num_classes}")
+        if len(names) != model.cfg.num_classes:
+            raise ValueError(
+                f"the data has {len(names)} classes, the model {model.cfg.num_classes} and no class names to "
+                "match them by: give data with one folder per class of the model, in its order when sorted"
+            )
         return val
     unknown = [n for n in names if n not in model.classes]
     if unknown:

@@ -65,7 +65,7 @@ def export_model(
     elif fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.trace(model, example, check_trace=False)
-        fixed = torch.jit.script(FixedSize(traced, list(example.shape[1:])))
+        fixed = torch.jit.script(FixedSize(traced, list(example.shape[1:])).eval())  # eval: freezable
         torch.jit.save(fixed, str(output), _extra_files=info)
         loaded = torch.jit.load(str(output))
         run = lambda x: loaded(x)  # noqa: E731
@@ -81,7 +81,8 @@ def export_model(
 class FixedSize(nn.Module):
     """A traced model that refuses inputs of another size than it was traced at: the window padding,
     clipping, shifts and masks are constants of the trace, so another size would run and give wrong
-    logits. Scripted, so the check survives in the saved file; the batch dimension stays free."""
+    logits. Scripted, so the check survives in the saved file; the batch dimension stays free. The traced
+    model is its ``model`` submodule (state-dict keys ``model.*``)."""
 
     def __init__(self, traced: nn.Module, shape: list[int]) -> None:
         super().__init__()
@@ -99,21 +100,23 @@ class FixedSize(nn.Module):
 
 
 def onnx_opsets() -> tuple[int, int]:
-    """The opsets the installed exporter can write: from :data:`OPSET_MIN` to the lower of onnx's newest
-    opset and the newest the onnxscript version converter handles (beyond it, conversion fails and the
-    exporter writes its own opset 18, or an older stack writes a file onnx cannot check)."""
+    """The opsets the installed exporter can write: from the higher of :data:`OPSET_MIN` and the oldest the
+    onnxscript version converter handles to the lower of onnx's newest opset and the newest it handles
+    (outside them, conversion fails and the exporter writes its own opset 18, or an older stack writes a
+    file onnx cannot check)."""
     try:
         import onnx
     except ImportError as exc:
         raise ImportError("onnx is not installed: pip install 'swinv2[deploy]'") from exc
-    newest = onnx.defs.onnx_opset_version()
+    oldest, newest = OPSET_MIN, onnx.defs.onnx_opset_version()
     try:
         from onnxscript.version_converter import _version_converter
 
+        oldest = max(oldest, _version_converter.SUPPORTED_MIN_ONNX_OPSET)
         newest = min(newest, _version_converter.SUPPORTED_MAX_ONNX_OPSET)
-    except (ImportError, AttributeError):  # an onnxscript without the constant: onnx's bound alone
+    except (ImportError, AttributeError):  # an onnxscript without the constants: onnx's bounds alone
         pass
-    return OPSET_MIN, newest
+    return oldest, newest
 
 
 def check_opset(opset: int) -> None:
@@ -122,7 +125,7 @@ def check_opset(opset: int) -> None:
     if not low <= opset <= high:
         raise ValueError(
             f"ONNX opset {opset} is outside what the installed exporter writes: {low} to {high} "
-            f"(--opset; {low} for LayerNormalization, {high} from onnx / onnxscript)"
+            f"(--opset; bounds from onnx / onnxscript's version converter, and {OPSET_MIN} for LayerNormalization)"
         )
 
 

@@ -21,6 +21,7 @@ from ..checkpoint import read_checkpoint, save_weights
 from .preprocess import Preprocessing
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
+HUB_PREFIX = "hf://"
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # owner/name
 FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".pt2", ".onnx", ".json")
 
@@ -122,7 +123,10 @@ def _from_metadata(meta: dict[str, str], weights: Path) -> dict:
 
 
 def _resolve(name_or_path, revision, cache_dir) -> tuple[Path, Path | None]:
-    """(weights file, config file or None) for a local folder / file or a Hub id."""
+    """(weights file, config file or None) for a local folder / file or a Hub id (``hf://owner/name`` is
+    always the Hub's, even where a folder named like its owner exists here)."""
+    if str(name_or_path).startswith(HUB_PREFIX):
+        return _from_hub(str(name_or_path).removeprefix(HUB_PREFIX), revision, cache_dir)
     local = Path(os.path.expanduser(name_or_path))  # os.path's: an unknown ~user stays as it is
     if local.is_dir():
         if not (local / WEIGHTS).is_file():
@@ -133,10 +137,14 @@ def _resolve(name_or_path, revision, cache_dir) -> tuple[Path, Path | None]:
     repo = str(name_or_path)
     reason = _local_reason(repo)
     if reason is not None or not HUB_ID.fullmatch(repo):
-        why = f": {reason}" if reason else ""
-        raise FileNotFoundError(
-            f"no such file or directory: {repo} (neither a local folder or file nor a Hub id owner/name{why})"
-        )
+        why = f"; taken as a local path: {reason} (write {HUB_PREFIX}{repo} for the Hub)" if reason else ""
+        raise FileNotFoundError(f"no such file or directory: {repo} (not shaped like a Hub id owner/name{why})")
+    return _from_hub(repo, revision, cache_dir)
+
+
+def _from_hub(repo: str, revision, cache_dir) -> tuple[Path, Path | None]:
+    if not HUB_ID.fullmatch(repo):
+        raise FileNotFoundError(f"{HUB_PREFIX}{repo}: a Hub id is owner/name")
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as exc:

@@ -43,10 +43,11 @@ AUTO_CHUNK_SCORES = 1 << 22
 # gradients for sequence lengths N % 128 == 64 (pytorch#196678), which windows of 8 x 8 and 24 x 24 are,
 # and it is slower than the memory-efficient kernel for small windows (pytorch#130482).
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-# cuDNN first, where no gradient is asked for (so the NaN-gradient bug cannot bite) in bf16 with windows of at
-# least CUDNN_MIN_TOKENS tokens: there it beats the memory-efficient kernel end to end. Measured on an H100,
-# bf16 inference (benchmarks/attention_routes.py): 0.95x at N = 64, 1.02x at 144, 1.09-1.10x at 256,
-# 1.17-1.18x at 576. Where cuDNN cannot run (an older GPU), SDPA takes the next kernel of the list.
+# cuDNN enabled too where no gradient is asked for (so the NaN-gradient bug cannot bite), in bf16, with windows
+# of at least CUDNN_MIN_TOKENS tokens: PyTorch's own order then picks it on Hopper, and there it beats the
+# memory-efficient kernel end to end. Measured on an H100, bf16 inference (benchmarks/attention_routes.py):
+# 0.95x at N = 64, 1.02x at 144, 1.09-1.10x at 256, 1.17-1.18x at 576. The list is not a priority order: where
+# PyTorch would not pick cuDNN, or cannot run it (an older GPU), nothing changes.
 SDPA_BACKENDS_CUDNN = [SDPBackend.CUDNN_ATTENTION, *SDPA_BACKENDS]
 CUDNN_MIN_TOKENS = 256
 ATTENTION_TYPES = ("cosine", "dot")
@@ -248,7 +249,7 @@ class WindowAttention(nn.Module):
         if not sdpa_pays(q, bias):
             return self._matrices(q, k, v, bias)
         dropout = self.attn_drop if self.training else 0.0
-        with sdpa_kernel(sdpa_backends(q, bias)):
+        with sdpa_kernel(sdpa_backends(q, k, v, bias)):
             return self._sdpa(q, k, v, bias, dropout)
 
     def _matrices(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -291,14 +292,14 @@ def _inverse_norm(t: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(NORM_EPS).reciprocal()
 
 
-def sdpa_backends(q: torch.Tensor, bias: torch.Tensor) -> list[SDPBackend]:
-    """The SDPA kernels this call may use: :data:`SDPA_BACKENDS`, with cuDNN's first where it pays."""
-    needs_grad = torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad)
+def sdpa_backends(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> list[SDPBackend]:
+    """The SDPA kernels this call may use: :data:`SDPA_BACKENDS`, with cuDNN's too where it pays."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias))
     return SDPA_BACKENDS_CUDNN if cudnn_pays(q.device.type, q.dtype, q.shape[-2], needs_grad) else SDPA_BACKENDS
 
 
 def cudnn_pays(device_type: str, dtype: torch.dtype, tokens: int, needs_grad: bool) -> bool:
-    """Whether cuDNN's attention kernel should be offered first (see :data:`SDPA_BACKENDS_CUDNN`)."""
+    """Whether cuDNN's attention kernel should be enabled (see :data:`SDPA_BACKENDS_CUDNN`)."""
     return device_type == "cuda" and dtype == torch.bfloat16 and tokens >= CUDNN_MIN_TOKENS and not needs_grad
 
 
