@@ -447,6 +447,15 @@ def test_crowd_annotations_are_left_out_of_training_targets(tmp_path):
     assert data.coco.anns[1]["area"] == 100 and data.coco.anns[1]["iscrowd"] == 0  # filled in for COCOeval
 
 
+def test_detection_images_of_16_bits_are_scaled_not_clipped(tmp_path):
+    paths = _coco_file(tmp_path)
+    ramp = np.tile(np.linspace(0, 40000, 32).astype(np.uint16), (32, 1))
+    Image.fromarray(ramp).save(paths.images / "a.png")  # a 16-bit grey image (mode I;16)
+    image, _ = CocoDetectionData(paths)[0]
+    assert image.shape == (3, 32, 32)
+    assert image.max() == 1.0 and 0.45 < image.mean() < 0.55  # clipped at 255 it would be almost all white
+
+
 def test_segmentation_trains_when_a_batch_holds_one_image(tmp_path):
     """UperNet's 1x1 pyramid level has one value per channel for a one-image batch, where BatchNorm has no
     batch statistics: it normalises with its running ones instead of failing."""
