@@ -499,3 +499,65 @@ def test_a_resume_refuses_flags_it_cannot_change(tmp_path, capsys):
     assert "--model, --seed cannot change when resuming" in err and "a resume may change" in err
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no run recipe at" in capsys.readouterr().err
+
+
+@needs_fmnist
+def test_a_finished_run_without_checkpoints_is_not_overwritten_or_restarted(tmp_path, capsys):
+    """Checkpoints deleted to save space leave the weights and summary: a new run there, or a resume that
+    would silently start over and overwrite them, is refused."""
+    out = tmp_path / "run"
+    fit(recipe(out, train_limit=64, val_limit=32, epochs=1), progress=False)
+    for path in out.glob("checkpoint-*"):
+        path.unlink()
+    weights = (out / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        fit(recipe(out, train_limit=64, val_limit=32, epochs=1), progress=False)
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 2
+    assert "no checkpoint to resume from; fine-tune from them with --pretrained" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == weights
+
+
+def test_run_folders_must_be_folders_and_default_names_are_claimed_once(tmp_path, monkeypatch):
+    from swinv2.train.loop import claim_run_dir
+
+    (tmp_path / "afile").write_text("x")
+    for output in ("afile", "afile/sub"):
+        with pytest.raises(NotADirectoryError, match="afile is a file, expected a folder"):
+            fit(TrainRecipe(output=str(tmp_path / output)), progress=False)
+    monkeypatch.chdir(tmp_path)
+    assert claim_run_dir("runs/x") == "runs/x" and claim_run_dir("runs/x") == "runs/x-2"  # same second
+    assert (tmp_path / "runs" / "x-2").is_dir()
+
+
+@pytest.mark.parametrize("flag", ["lr", "min_lr", "weight_decay", "warmup_epochs"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_numbers_are_refused_with_the_recipe(flag, value):
+    with pytest.raises(ValueError, match=f"--{flag.replace('_', '-')} must be a finite number"):
+        TrainRecipe(**{flag: value})
+
+
+def test_a_damaged_run_recipe_names_its_file(tmp_path):
+    for text in ('{"epochs": "one"}', "[]", "{not json"):
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(ValueError, match=r"config\.json is not a readable run recipe"):
+            TrainRecipe.load(tmp_path / "config.json")
+
+
+def test_output_that_is_a_file_and_non_finite_plan_budgets_are_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", "--output", str(tmp_path / "afile"), "--no-progress"]) == 2
+    assert "is a file, expected a folder" in capsys.readouterr().err
+    for budget in ("nan", "inf", "0", "-1"):
+        with pytest.raises(SystemExit):
+            main(["plan", "--model", "swinv2_tiny_window8_256", "--fit-gib", budget])
+        assert "expected a finite number > 0" in capsys.readouterr().err
+
+
+def test_pretrained_accepts_a_run_folder(tmp_path):
+    """A run or save_pretrained folder stands for its model.safetensors, as eval and predict accept."""
+    model = create_model("swinv2_test_window4_32")
+    model.save_pretrained(tmp_path / "weights")
+    loaded = create_model("swinv2_test_window4_32", pretrained=tmp_path / "weights")
+    assert loaded.load_report.clean
+    with pytest.raises(FileNotFoundError, match=r"a folder without model\.safetensors"):
+        create_model("swinv2_test_window4_32", pretrained=tmp_path)

@@ -278,3 +278,131 @@ def test_cli_video_train_eval_single_frame(tmp_path, capsys):
     assert result["single_frame"] is True and 0 <= result["top1"] <= 100
     assert main(["video", "train", "--test-crops", "2", "--output", str(tmp_path / "x")]) == 2  # refused up front
     assert not (tmp_path / "x").exists()
+
+
+def _video_run(tmp_path, classes=("jump", "run"), val_labels=None) -> Path:
+    """A finished video run (untrained pico model, 4 frames of 32 px) on a folder of two frame clips."""
+    from swinv2.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+    from swinv2.video.train import VideoRecipe
+
+    clips = tmp_path / "clips"
+    for i, name in enumerate("ab"):
+        _write_frames(clips / name, 6, 30 * i)
+    (clips / "train.csv").write_text("path,label\n" + "".join(f"{n},{c}\n" for n, c in zip("ab", classes)))
+    val = val_labels or classes
+    (clips / "val.csv").write_text("path,label\n" + "".join(f"{n},{c}\n" for n, c in zip("ab", val)))
+    run = tmp_path / "run"
+    run.mkdir()
+    model = create_video_model(
+        "swinv2_video_pico_window4x8_64", img_size=32, num_frames=4, in_chans=3, num_classes=len(classes)
+    )
+    meta = {"classes": json.dumps(list(classes)), "mean": json.dumps(IMAGENET_MEAN), "std": json.dumps(IMAGENET_STD)}
+    save_weights(model, run / "model.safetensors", meta)
+    VideoRecipe(data=str(clips), img_size=32, num_frames=4, batch_size=4, amp="none").save(run / "config.json")
+    return run
+
+
+def _eval_json(capsys, *args) -> dict:
+    assert main(["video", "eval", *map(str, args)]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_cli_video_eval_skips_unreadable_clips(tmp_path, capsys):
+    run = _video_run(tmp_path)
+    clips = tmp_path / "clips"
+    (clips / "noise.mp4").write_bytes(bytes(range(256)) * 4)
+    (clips / "val.csv").write_text("path,label\na,jump\ngone,run\nnoise.mp4,jump\nb,run\n")
+    result = _eval_json(capsys, run, "--test-clips", "2", "--test-crops", "3")
+    assert result["clips"] == 4 and result["unreadable_clips"] == 2 and result["views"] == 6
+    assert 0 <= result["top1"] <= 100
+
+
+def test_cli_video_eval_maps_labels_to_the_runs_classes(tmp_path, capsys):
+    from swinv2.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+    from swinv2.video.train import VideoRecipe, eval_data
+
+    run = _video_run(tmp_path)
+    other = tmp_path / "other"
+    for name in ("train", "val"):  # only "run" clips: a folder of its own would call that class 0
+        other.mkdir(exist_ok=True)
+        (other / f"{name}.csv").write_text(f"path,label\n{tmp_path / 'clips' / 'b'},run\n")
+    recipe = VideoRecipe(data=str(other), img_size=32, num_frames=4)
+    model = create_video_model("swinv2_video_pico_window4x8_64", img_size=32, num_frames=4, in_chans=3, num_classes=2)
+    val, views = eval_data(recipe, model, ["jump", "run"], IMAGENET_MEAN, IMAGENET_STD)
+    assert val[0][1] == 1 and views == 1
+    assert _eval_json(capsys, run, "--data", other)["clips"] == 1
+    assert main(["video", "predict", str(run), str(tmp_path / "clips" / "a"), "--clips", "2", "--topk", "5"]) == 0
+    top = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top"]
+    assert sorted(name for name, _ in top) == ["jump", "run"]  # the run's class names, topk capped at 2
+    (other / "val.csv").write_text("path,label\nb,walk\nb,swim\n")  # renamed or new classes: refused by name
+    assert main(["video", "eval", str(run), "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "['swim', 'walk']" in err and "['jump', 'run']" in err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["eval", "--test-clips", "0"],
+        ["eval", "--test-crops", "0"],
+        ["eval", "--test-crops", "2"],
+        ["eval", "--val-limit", "-1"],
+        ["eval", "--val-limit", "0"],
+        ["eval", "--window-size", "0"],
+        ["predict", "clip", "--clips", "0"],
+        ["predict", "clip", "--clips", "-2"],
+        ["predict", "clip", "--topk", "0"],
+        ["predict", "clip", "--topk", "-1"],
+    ],
+)
+def test_cli_video_eval_and_predict_refuse_bad_counts(tmp_path, capsys, flags):
+    action, *rest = flags
+    with pytest.raises(SystemExit) as stop:
+        main(["video", action, str(tmp_path / "run"), *rest])
+    assert stop.value.code == 2 and f"argument {rest[-2]}:" in capsys.readouterr().err  # argparse names it
+
+
+@needs_fmnist
+def test_video_eval_data_reports_the_views_used_on_moving_fashion_mnist():
+    from swinv2.data.moving import DIRECTIONS
+    from swinv2.video.train import VideoRecipe, eval_data
+
+    recipe = VideoRecipe(test_clips=4, test_crops=3, val_limit=5)
+    model = create_video_model("swinv2_video_pico_window4x8_64")
+    val, views = eval_data(recipe, model, list(DIRECTIONS), (0.5,), (0.5,))
+    assert views == 1 and len(val) == 5 and val[0][0].shape == (1, 8, 64, 64)
+    with pytest.raises(ValueError, match="not Moving Fashion-MNIST's directions"):
+        eval_data(recipe, model, ["jump", "run"], (0.5,), (0.5,))
+
+
+def test_clip_list_bom_blank_lines_and_empty_fields(tmp_path):
+    from swinv2.video.data import read_clip_list
+
+    path = tmp_path / "train.csv"
+    path.write_bytes("path,label\na,jump\n\nb,run\n\n".encode("utf-8-sig"))
+    assert read_clip_list(path) == [(tmp_path / "a", "jump"), (tmp_path / "b", "run")]
+    for rows, empty in (("a,jump\n,run\n", "path"), ("a,jump\nb, \n", "label"), ("a,jump\n,\n", "path and label")):
+        path.write_text(rows)
+        with pytest.raises(ValueError, match=rf"train.csv:2: expected 'path,label' .* empty {empty} in"):
+            read_clip_list(path)
+
+
+def test_video_config_refuses_non_positive_sizes(tmp_path, capsys):
+    with pytest.raises(ValueError, match="img_size must be >= 1"):
+        VideoSwinV2Config(img_size=0)
+    with pytest.raises(ValueError, match="img_size must be >= 1"):
+        VideoSwinV2Config(img_size=(32, -1))
+    _video_run(tmp_path)
+    args = ["video", "train", "--data", str(tmp_path / "clips"), "--img-size", "0", "--num-frames", "4"]
+    assert main([*args, "--output", str(tmp_path / "zero"), "--no-progress"]) == 2
+    assert "img_size must be >= 1" in capsys.readouterr().err
+
+
+def test_pretrained_image_weights_of_another_patch_size_are_refused(tmp_path, caplog):
+    image = randomize(create_model("swinv2_femto_window8_128", patch_size=2, **SMALL))
+    save_weights(image, tmp_path / "image.safetensors")
+    with pytest.raises(ValueError, match=r"does not fit video model .*mismatched: patch_embed\.proj\.weight"):
+        create_video_model("swinv2_video_pico_window4x8_64", pretrained=tmp_path / "image.safetensors")
+    with caplog.at_level("WARNING", logger="swinv2"):
+        video = inflate(image, strict=False, num_frames=8, window_size=(2, 8, 8))
+    assert video.load_report.mismatched and "weights left random" in caplog.text

@@ -25,8 +25,13 @@ PRETRAINING_ONLY = ("mask_token", "decoder.")
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata from a ``.safetensors`` file or a weights-only torch pickle."""
+    """Tensors and string metadata from a ``.safetensors`` file or a weights-only torch pickle (a run or
+    ``save_pretrained`` folder stands for its ``model.safetensors``)."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{path} is a folder without model.safetensors (expected a run's weights)")
+        path = path / "model.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -274,6 +275,17 @@ def _on_off(text: str) -> bool:
     return value[text.lower()]
 
 
+def _positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0 (NaN and inf pass ``<`` checks and break arithmetic later)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -522,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world-size", type=int, default=1)
     p.add_argument("--strategy", default="fsdp", choices=STRATEGIES)
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
-    p.add_argument("--fit-gib", type=float, help="instead: the largest image side (multiple of 128) fitting this")
+    p.add_argument(
+        "--fit-gib", type=_positive_number, help="instead: the largest image side (multiple of 128) fitting this"
+    )
     p.set_defaults(func=_plan)
 
     from .cli_dense import add_dense_commands
@@ -541,7 +555,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"DST must end in .safetensors, got {args.dst!r}")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RankLostError) as exc:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        NonFiniteLossError,
+        RankLostError,
+    ) as exc:
         print(f"swinv2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

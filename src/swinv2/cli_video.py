@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 NOT_FOR_VIDEO = (
@@ -58,6 +59,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load_run(run: str, device: str | None):
+    """``(recipe, model on its device in eval mode, class names, checkpoint metadata)`` of a video run."""
     from .checkpoint import read_checkpoint
     from .train.loop import resolve_device
     from .video.registry import create_video_model
@@ -74,31 +76,33 @@ def _load_run(run: str, device: str | None):
         num_classes=len(classes),
         in_chans=json.loads(meta["config"])["in_chans"],
     )
-    return recipe, model.to(resolve_device(device or recipe.device)).eval(), classes
+    return recipe, model.to(resolve_device(device or recipe.device)).eval(), classes, meta
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .train.loop import resolve_device
-    from .video.train import VideoTrainer, evaluate_clips, one_frame
+    import dataclasses
 
-    recipe, model, _ = _load_run(args.run, args.device)
-    for key in ("data", "test_clips", "test_crops", "val_limit"):
-        if getattr(args, key) is not None:
-            setattr(recipe, key, getattr(args, key))
-    if args.window_size is not None:
-        model.set_window((model.cfg.window_size[0], args.window_size, args.window_size))
-    data = VideoTrainer.build_data(recipe)
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(data.val, batch_size=max(1, recipe.batch_size // max(1, recipe.test_clips * recipe.test_crops)))
+    from .data.datasets import ReadableCollate, take_unreadable
+    from .train.loop import resolve_device
+    from .video.train import eval_data, evaluate_clips, one_frame
+
+    recipe, model, classes, meta = _load_run(args.run, args.device)
+    changes = {k: getattr(args, k) for k in ("data", "test_clips", "test_crops", "val_limit")}
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in changes.items() if v is not None})  # checks them
+    if args.window_size is not None:
+        model.set_window((model.cfg.window_size[0], args.window_size, args.window_size))
+    norm = {k: tuple(json.loads(meta[k])) for k in ("mean", "std")}  # the run's normalisation
+    val, views = eval_data(recipe, model, classes, **norm)
+    loader = DataLoader(val, batch_size=max(1, recipe.batch_size // views), collate_fn=ReadableCollate(val))
     device = resolve_device(args.device or recipe.device)
     scores = evaluate_clips(model, loader, device, recipe.amp, one_frame if args.single_frame else None)
-    result = {
-        "run": args.run,
-        "views": recipe.test_clips * recipe.test_crops,
-        "single_frame": args.single_frame,
-        **scores,
-    }
+    unreadable = take_unreadable(val)
+    for path in unreadable[:5]:
+        print(f"skipped unreadable clip: {path}", file=sys.stderr)
+    result = {"run": args.run, "views": views, "single_frame": args.single_frame, **scores}
+    result.update(clips=len(val), unreadable_clips=len(unreadable))
     print(json.dumps(result))
     return 0
 
@@ -106,11 +110,9 @@ def _eval(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import read_checkpoint
     from .video.data import ClipSampling, read_frames, test_views
 
-    recipe, model, classes = _load_run(args.run, args.device)
-    _, meta = read_checkpoint(Path(args.run) / "model.safetensors")
+    recipe, model, classes, meta = _load_run(args.run, args.device)
     device = next(model.parameters()).device
     size = model.cfg.img_size if isinstance(model.cfg.img_size, int) else model.cfg.img_size[0]
     norm = {k: tuple(json.loads(meta[k])) for k in ("mean", "std")}  # the run's normalisation
@@ -149,18 +151,18 @@ def add_video_commands(sub) -> None:
     top = sub.add_parser("video", help="video SwinV2: action recognition (Moving Fashion-MNIST by default)")
     actions = top.add_subparsers(dest="action", required=True)
     p = actions.add_parser("train", help="train into a run folder")
-    from .cli import add_run_flags
+    from .cli import _positive, add_run_flags
 
     add_run_flags(p, _flags())  # the switches and --resume / --no-progress of `swinv2 train`
     p.set_defaults(func=_train)
 
     p = actions.add_parser("eval", help="top-1 of a finished run, optionally multi-view or from one frame")
     p.add_argument("run", help="run folder written by train")
-    p.add_argument("--data", help="another clip folder (train.csv / val.csv)")
-    p.add_argument("--test-clips", type=int, help="temporal views")
-    p.add_argument("--test-crops", type=int, help="spatial views (1 or 3)")
-    p.add_argument("--window-size", type=int, help="spatial window at test time")
-    p.add_argument("--val-limit", type=int, help="first N clips only")
+    p.add_argument("--data", help="another clip folder (val.csv, labels among the run's classes)")
+    p.add_argument("--test-clips", type=_positive, help="temporal views (clip folders only)")
+    p.add_argument("--test-crops", type=int, choices=(1, 3), help="spatial views (clip folders only)")
+    p.add_argument("--window-size", type=_positive, help="spatial window at test time")
+    p.add_argument("--val-limit", type=_positive, help="first N clips only")
     p.add_argument("--single-frame", action="store_true", help="show the model one frame, repeated")
     p.add_argument("--device")
     p.set_defaults(func=_eval)
@@ -168,8 +170,8 @@ def add_video_commands(sub) -> None:
     p = actions.add_parser("predict", help="top-k classes for video files or frame folders")
     p.add_argument("run", help="run folder written by train")
     p.add_argument("videos", nargs="+")
-    p.add_argument("--clips", type=int, default=1, help="temporal views averaged")
-    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--clips", type=_positive, default=1, help="temporal views averaged")
+    p.add_argument("--topk", type=_positive, default=3)
     p.add_argument("--device")
     p.set_defaults(func=_predict)
 

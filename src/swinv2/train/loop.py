@@ -358,14 +358,40 @@ class Trainer:
         return finish(run_dir, self.recipe, self, self.data, wall_start)
 
 
+# What a finished run leaves besides its checkpoints (which may have been deleted to save space).
+RUN_RESULTS = ("model.safetensors", "summary.json")
+
+
 def check_run_dir(recipe: TrainRecipe, resume: bool) -> Path:
-    """The run folder (``recipe.output``, else a timestamped one), refusing to start over a saved run.
-    Creates nothing: a run that fails validation leaves no folder behind."""
+    """The run folder (``recipe.output``, else a timestamped one), refusing to start over a saved run,
+    finished or not. Creates nothing: a run that fails validation leaves no folder behind."""
     run_dir = Path(recipe.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    if not resume and (checkpoints(run_dir) or (run_dir / LEGACY_PT).is_file() or (run_dir / LEGACY_DCP).is_dir()):
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"--output {run_dir}: {folder} is a file, expected a folder")
+    saved = checkpoints(run_dir) or (run_dir / LEGACY_PT).is_file() or (run_dir / LEGACY_DCP).is_dir()
+    if not resume and (saved or any((run_dir / name).is_file() for name in RUN_RESULTS)):
         raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --output")
+    if resume and not saved and any((run_dir / name).is_file() for name in RUN_RESULTS):
+        raise FileNotFoundError(
+            f"{run_dir} holds a finished run's weights but no checkpoint to resume from; fine-tune from them "
+            f"with --pretrained {run_dir / RUN_RESULTS[0]} and another --output"
+        )
     recipe.output = str(run_dir)
     return run_dir
+
+
+def claim_run_dir(name: str) -> str:
+    """Create the default (timestamped) run folder exclusively: two runs started in the same second
+    get ``name`` and ``name-2`` instead of writing into one folder."""
+    for n in range(1, 1000):
+        candidate = name if n == 1 else f"{name}-{n}"
+        try:
+            Path(candidate).mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{name}: no free run folder name; give --output")
 
 
 def create_run_dir(recipe: TrainRecipe, main: bool = True) -> Path:
@@ -428,7 +454,8 @@ def _fit(
     recipe: TrainRecipe, dist: Distributed, resume: bool, stop_after: int | None, progress: bool, trainer_class
 ) -> dict | None:
     wall_start = time.perf_counter()
-    if recipe.output is None:  # one timestamp for all ranks
+    defaulted = recipe.output is None
+    if defaulted:  # one timestamp for all ranks
         recipe.output = dist.broadcast(f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = check_run_dir(recipe, resume)
     check_device(recipe, dist.device)
@@ -439,6 +466,11 @@ def _fit(
     if resume and dist.load(trainer, run_dir):  # before config.json is rewritten: a failed resume changes nothing
         check_resumed_epochs(recipe, trainer.epoch, run_dir)
         say(f"resuming {run_dir} after epoch {trainer.epoch}")
+    elif resume:
+        say(f"{run_dir} holds no checkpoint yet: starting from epoch 1")
+    if defaulted:
+        recipe.output = dist.broadcast(claim_run_dir(recipe.output) if dist.is_main else None)
+        run_dir = Path(recipe.output)
     create_run_dir(recipe, dist.is_main)
     if dist.is_main:
         truncate_metrics(run_dir, trainer.epoch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +61,15 @@ class RecipeFile:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no run recipe at {path}")
-        data = json.loads(path.read_text())
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            data = json.loads(path.read_text())
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(
+                f"{path} is not a readable run recipe ({type(exc).__name__}: {exc}); expected the config.json "
+                "a run wrote, a JSON object of its flags"
+            ) from exc
 
 
 @dataclass
@@ -140,6 +147,8 @@ class TrainRecipe(RecipeFile):
             value = getattr(self, name, None)
             if value is None:
                 continue
+            if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
             if value < low or (value > high if closed_high else value >= high):
                 bound = "" if high == INF else f" and {'<=' if closed_high else '<'} {high}"
                 raise ValueError(f"--{name.replace('_', '-')} must be >= {low}{bound}, got {value}")

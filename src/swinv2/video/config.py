@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..models.config import check_choices, check_stages
+from ..models.config import check_choices, check_stages, to_pair
 
 MERGE_ORDERS = ("v2", "v1")  # patch merging: reduction then norm (SwinV2), or norm then reduction (Swin V1)
 Triple = tuple[int, int, int]
@@ -72,6 +72,8 @@ class VideoSwinV2Config:
 
     def _validate(self) -> None:
         check_stages(self)
+        if min(to_pair(self.img_size)) < 1:
+            raise ValueError(f"img_size must be >= 1 (a clip's side in pixels), got {self.img_size!r}")
         if min(self.window_size) < 1 or min(self.patch_size) < 1 or self.num_frames < 1:
             raise ValueError("window_size, patch_size and num_frames must be >= 1")
         check_choices(self, merge=(self.merge, MERGE_ORDERS))
@@ -82,8 +84,6 @@ class VideoSwinV2Config:
 
     def stage_sizes(self, frames: int | None = None, img_size: int | tuple[int, int] | None = None) -> list[Triple]:
         """Token grid ``(t, h, w)`` of each stage for a clip (padding rounds up; time is never merged)."""
-        from ..models.config import to_pair
-
         h, w = to_pair(self.img_size if img_size is None else img_size)
         pt, ph, pw = self.patch_size
         t, h, w = -(-(frames or self.num_frames) // pt), -(-h // ph), -(-w // pw)

@@ -57,20 +57,32 @@ def read_frames(path: Path) -> torch.Tensor:
 
 
 def read_clip_list(csv_path: Path) -> list[tuple[Path, str]]:
-    """Rows ``path,label`` (a header row is skipped); paths relative to the CSV's folder."""
+    """Rows ``path,label`` (a header row is skipped, so are blank lines); paths relative to the CSV's folder.
+    A UTF-8 byte-order mark before the first row is ignored."""
     if not csv_path.is_file():
         raise FileNotFoundError(f"clip list not found: {csv_path}")
     rows = []
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
         for i, row in enumerate(csv.reader(f)):
-            if i == 0 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line, often the last one
+            if not rows and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
                 continue
-            if len(row) < 2:
-                raise ValueError(f"{csv_path}:{i + 1}: expected 'path,label', got {row!r}")
-            rows.append((csv_path.parent / row[0].strip(), row[1].strip()))
+            rows.append(_clip_row(row, f"{csv_path}:{i + 1}", csv_path.parent))
     if not rows:
         raise ValueError(f"{csv_path}: no clips listed")
     return rows
+
+
+def _clip_row(row: list[str], where: str, root: Path) -> tuple[Path, str]:
+    """One ``path,label`` row; ``where`` (file:line) names it in the error."""
+    if len(row) < 2:
+        raise ValueError(f"{where}: expected 'path,label', got {row!r}")
+    path, label = row[0].strip(), row[1].strip()
+    if not path or not label:
+        empty = " and ".join(n for n, v in (("path", path), ("label", label)) if not v)
+        raise ValueError(f"{where}: expected 'path,label' with both filled in, got an empty {empty} in {row!r}")
+    return root / path, label
 
 
 def temporal_starts(length: int, span: int, clips: int) -> list[int]:
@@ -103,7 +115,7 @@ class VideoClipDataset(MarksUnreadable, Dataset):
         self.classes = classes or sorted({label for _, label in self.rows})
         unknown = sorted({label for _, label in self.rows} - set(self.classes))
         if unknown:
-            raise ValueError(f"{csv_path}: labels {unknown[:5]} are not among the training classes")
+            raise ValueError(f"{csv_path}: labels {unknown[:5]} are not among the training classes {self.classes[:10]}")
         self.index = {c: i for i, c in enumerate(self.classes)}
         self.sampling, self.train = sampling, train
         self._init_marks(len(self.rows))
@@ -188,3 +200,9 @@ def moving_fashion_mnist_data(frames: int, size: int, train_count: int, test_cou
     train = MovingFashionMNIST("train", train_count, **common)
     val = MovingFashionMNIST("test", test_count, **common)
     return ClassificationData(train, val, DIRECTIONS, 1, MOVING_MEAN, MOVING_STD, "moving-fashion-mnist")
+
+
+def moving_fashion_mnist_val(frames: int, size: int, count: int, seed: int = 0) -> MovingFashionMNIST:
+    """Moving Fashion-MNIST's test clips alone, normalised as training evaluated them."""
+    transform = Standardize(MOVING_MEAN[0], MOVING_STD[0])
+    return MovingFashionMNIST("test", count, frames=frames, size=size, seed=seed, transform=transform)

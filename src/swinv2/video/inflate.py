@@ -119,6 +119,9 @@ def inflate(
     report: LoadReport = load_state_dict_into(video, inflate_state_dict(image.state_dict(), video))
     if strict and not report.clean:
         raise ValueError(f"image weights do not fit the video model: {report.summary()}")
-    log.info("inflated video model: %s", report.summary())
+    if report.mismatched or report.missing:  # strict=False: the caller decides, but it must not go unseen
+        log.warning("inflated video model with weights left random: %s", report.summary())
+    else:
+        log.info("inflated video model: %s", report.summary())
     video.load_report = report
     return video

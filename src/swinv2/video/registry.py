@@ -84,7 +84,8 @@ def create_video_model(
         load_state_dict_into(image, tensors, strict=True)
         target = get_video_config(name, **overrides)
         keep = ("img_size", "num_frames", "patch_size", "window_size", "num_classes", "in_chans", "drop_path_rate")
-        return inflate(image, strict=False, **{k: getattr(target, k) for k in keep})  # its report: load_report
+        video = inflate(image, strict=False, **{k: getattr(target, k) for k in keep})  # its report: load_report
+        return refuse_partial_load(video, pretrained)
     if saved is None and any(t.dim() == 4 for t in tensors.values()):  # a 2-D patch convolution
         raise ValueError(
             f"{pretrained} holds an image model without this project's config (official, timm, Hugging Face or "
@@ -96,4 +97,18 @@ def create_video_model(
     else:
         model = VideoSwinV2(get_video_config(name, **overrides))
     model.load_report = load_state_dict_into(model, tensors, strict=strict)
+    return refuse_partial_load(model, pretrained)
+
+
+def refuse_partial_load(model: VideoSwinV2, pretrained: str | os.PathLike) -> VideoSwinV2:
+    """``model`` if every weight of ``pretrained`` found its place (a head re-created for another class
+    count, resized tables and adapted input channels are fine); else ``ValueError`` with the load report,
+    since training on the randomly initialised remainder (say a patch embedding of another patch size)
+    would silently waste the pretraining."""
+    report = model.load_report
+    if report.mismatched or report.missing:
+        raise ValueError(
+            f"{pretrained} does not fit video model (patch {model.cfg.patch_size}, window {model.cfg.window_size}): "
+            f"{report.summary()}; pick a model with the checkpoint's patch size and widths"
+        )
     return model

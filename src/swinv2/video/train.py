@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, ClassificationData
+from ..data.moving import DIRECTIONS
 from ..train.loop import TopKScores, Trainer, autocast, model_overrides
 from ..train.recipe import TrainRecipe
 from ..train.state import write_json
-from .data import ClipSampling, VideoClipDataset, moving_fashion_mnist_data
+from .data import ClipSampling, VideoClipDataset, moving_fashion_mnist_data, moving_fashion_mnist_val
 from .registry import create_video_model, get_video_config
 
 
@@ -66,6 +67,26 @@ def video_data(recipe: VideoRecipe) -> ClassificationData:
     if recipe.val_limit:
         val = Subset(val, range(min(recipe.val_limit, len(val))))
     return ClassificationData(train, val, classes, 3, IMAGENET_MEAN, IMAGENET_STD, str(root))
+
+
+def eval_data(recipe: VideoRecipe, model: nn.Module, classes: list[str], mean, std) -> tuple[Dataset, int]:
+    """``(validation clips, views per clip)`` for ``swinv2 video eval``: ``recipe.data``'s val.csv with its
+    labels mapped by name to the run's ``classes`` (an unknown label is refused), sampled at the model's clip
+    size and normalised with the run's ``mean`` / ``std``; or Moving Fashion-MNIST's test clips (one view)."""
+    frames, size = model.cfg.num_frames, model.cfg.img_size
+    size = size if isinstance(size, int) else size[0]
+    if recipe.data is None:
+        if list(classes) != list(DIRECTIONS):
+            raise ValueError(
+                f"the run's classes {list(classes)[:10]} are not Moving Fashion-MNIST's directions: give --data, "
+                "a folder with the val.csv of the run's classes"
+            )
+        return moving_fashion_mnist_val(frames, size, recipe.val_limit or 10000), 1
+    sampling = ClipSampling(frames, recipe.frame_stride, size, recipe.test_clips, recipe.test_crops, mean, std)
+    val = VideoClipDataset(Path(recipe.data) / "val.csv", sampling, train=False, classes=list(classes))
+    if recipe.val_limit:
+        val = Subset(val, range(min(recipe.val_limit, len(val))))
+    return val, recipe.test_clips * recipe.test_crops
 
 
 @torch.no_grad()
