@@ -370,9 +370,10 @@ def check_run_dir(recipe: TrainRecipe, resume: bool) -> Path:
         if folder.exists() and not folder.is_dir():
             raise NotADirectoryError(f"--output {run_dir}: {folder} is a file, expected a folder")
     saved = checkpoints(run_dir) or (run_dir / LEGACY_PT).is_file() or (run_dir / LEGACY_DCP).is_dir()
-    if not resume and (saved or any((run_dir / name).is_file() for name in RUN_RESULTS)):
+    finished = any((run_dir / name).is_file() for name in RUN_RESULTS)
+    if not resume and (saved or finished):
         raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --output")
-    if resume and not saved and any((run_dir / name).is_file() for name in RUN_RESULTS):
+    if resume and finished and not saved:
         raise FileNotFoundError(
             f"{run_dir} holds a finished run's weights but no checkpoint to resume from; fine-tune from them "
             f"with --pretrained {run_dir / RUN_RESULTS[0]} and another --output"
