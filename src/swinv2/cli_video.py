@@ -59,7 +59,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load_run(run: str, device: str | None):
-    """``(recipe, model on its device in eval mode, class names, checkpoint metadata)`` of a video run."""
+    """``(recipe, model on its device in eval mode, class names, normalisation)`` of a video run; the
+    normalisation is the run's ``{"mean": ..., "std": ...}``."""
     from .checkpoint import read_checkpoint
     from .train.loop import resolve_device
     from .video.registry import create_video_model
@@ -76,7 +77,8 @@ def _load_run(run: str, device: str | None):
         num_classes=len(classes),
         in_chans=json.loads(meta["config"])["in_chans"],
     )
-    return recipe, model.to(resolve_device(device or recipe.device)).eval(), classes, meta
+    norm = {k: tuple(json.loads(meta[k])) for k in ("mean", "std")}
+    return recipe, model.to(resolve_device(device or recipe.device)).eval(), classes, norm
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -88,12 +90,11 @@ def _eval(args: argparse.Namespace) -> int:
     from .train.loop import resolve_device
     from .video.train import eval_data, evaluate_clips, one_frame
 
-    recipe, model, classes, meta = _load_run(args.run, args.device)
+    recipe, model, classes, norm = _load_run(args.run, args.device)
     changes = {k: getattr(args, k) for k in ("data", "test_clips", "test_crops", "val_limit")}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in changes.items() if v is not None})  # checks them
     if args.window_size is not None:
         model.set_window((model.cfg.window_size[0], args.window_size, args.window_size))
-    norm = {k: tuple(json.loads(meta[k])) for k in ("mean", "std")}  # the run's normalisation
     val, views = eval_data(recipe, model, classes, **norm)
     loader = DataLoader(val, batch_size=max(1, recipe.batch_size // views), collate_fn=ReadableCollate(val))
     device = resolve_device(args.device or recipe.device)
@@ -112,10 +113,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     from .video.data import ClipSampling, read_frames, test_views
 
-    recipe, model, classes, meta = _load_run(args.run, args.device)
+    recipe, model, classes, norm = _load_run(args.run, args.device)
     device = next(model.parameters()).device
     size = model.cfg.img_size if isinstance(model.cfg.img_size, int) else model.cfg.img_size[0]
-    norm = {k: tuple(json.loads(meta[k])) for k in ("mean", "std")}  # the run's normalisation
     sampling = ClipSampling(model.cfg.num_frames, recipe.frame_stride, size, args.clips, 1, **norm)
     for path in args.videos:
         views = test_views(read_frames(Path(path)), sampling)

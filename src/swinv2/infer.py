@@ -83,16 +83,14 @@ def _validation_split(data: str | None, model: SwinV2, prep, limit: int | None):
         FASHION_MNIST_CLASSES,
         BatchAugment,
         TensorImageDataset,
+        fashion_mnist_images,
         image_folder,
         limit_subset,
-        load_fashion_mnist,
     )
 
     chans = model.cfg.in_chans
     if data is None:
-        images, labels = load_fashion_mnist("test")
-        images = images.unsqueeze(1).expand(-1, chans, -1, -1) if chans != 1 else images
-        val = TensorImageDataset(images, labels)
+        val = TensorImageDataset(*fashion_mnist_images("test", chans))
         transform = BatchAugment(prep.size[0], prep.mean, prep.std, train=False)
         names = list(FASHION_MNIST_CLASSES)
     else:

@@ -27,10 +27,8 @@ def build_classification_data(
 
         chans = in_chans or 1
         mean, std = MEAN * chans, STD * chans
-        xtr, ytr = load_fashion_mnist("train")
-        xte, yte = load_fashion_mnist("test")
-        if chans != 1:
-            xtr, xte = (x.unsqueeze(1).expand(-1, chans, -1, -1) for x in (xtr, xte))
+        xtr, ytr = fashion_mnist_images("train", chans)
+        xte, yte = fashion_mnist_images("test", chans)
         per_image = train_tf.get("randaugment", 0) > 0 or train_tf.get("random_erasing", 0) > 0
         crop = train_tf.get("crop", "pad")
         if crop not in CROPS:
@@ -64,6 +62,12 @@ def build_classification_data(
     return ClassificationData(
         train, val, classes, chans, tuple(mean), tuple(std), name, crop_pct, train_batch, val_batch
     )
+
+
+def fashion_mnist_images(split: str, chans: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Fashion-MNIST split as uint8 images (grey repeated over ``chans`` channels, a view) and labels."""
+    images, labels = load_fashion_mnist(split)
+    return (images if chans == 1 else images.unsqueeze(1).expand(-1, chans, -1, -1)), labels
 
 
 def limit_subset(dataset, count: int, spread: bool):
@@ -100,6 +104,7 @@ __all__ = [
     "batch_mixer",
     "build_classification_data",
     "eval_transform",
+    "fashion_mnist_images",
     "find_fashion_mnist",
     "image_folder",
     "limit_subset",
