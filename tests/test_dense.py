@@ -271,11 +271,18 @@ def test_unreadable_images_in_dense_data_are_skipped_and_counted(task, scenes, t
         image.write_bytes(image.read_bytes()[:50])  # truncated
     import dataclasses
 
-    recipe = dataclasses.replace(_recipe(task, data, tmp_path), epochs=1, pictures=0)
+    recipe = dataclasses.replace(_recipe(task, data, tmp_path), epochs=1, pictures=2)
     summary = fit_dense(recipe, progress=False)
     rows = [json.loads(line) for line in (tmp_path / task / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["unreadable_files"] == 2 and summary["epochs"] == 1
     assert "skipped 2 unreadable file(s) this epoch" in capsys.readouterr().out
+    assert (tmp_path / task / "predictions.png").is_file()  # drawn from the readable images around the cut one
+    for image in (data / "train" / "images").iterdir():
+        image.write_bytes(b"")
+    recipe = dataclasses.replace(recipe, output=str(tmp_path / "none"))
+    with pytest.raises(ValueError, match=r"could be read \(all corrupt or not images\)"):
+        fit_dense(recipe, progress=False)
+    assert not (tmp_path / "none").exists()
 
 
 @needs_fmnist

@@ -273,6 +273,20 @@ def test_unreadable_files_are_skipped_counted_and_reported(tmp_path, workers, ca
     assert result["train_images"] == 24 + 4 and rows[-1]["images"] == 24  # every readable image trained
 
 
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_split_of_nothing_but_unreadable_files_is_refused_before_a_run_folder_exists(split, tmp_path, capsys):
+    data = tmp_path / "data"
+    broken_image_folder(data)
+    for image in (data / split).rglob("*.png"):
+        image.write_text("not an image\n")
+    for image in (data / split).rglob("*.jp*g"):
+        image.unlink()
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--img-size", "28", "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"of the {split} split of {data} could be read" in err and not out.exists()
+
+
 def test_grey_rgba_palette_and_16_bit_images_are_converted(tmp_path):
     broken_image_folder(tmp_path)
     for i, mode in enumerate(["L", "RGB", "RGBA", "I;16", "P"]):
@@ -356,7 +370,7 @@ def test_nan_loss_stops_naming_the_step_keeps_the_checkpoint_and_offers_remedies
     verify(out / "checkpoint-0001.pt")
     # the remedy: `--resume RUN --skip-nonfinite`; the step is skipped and counted, the run finishes
     args = build_parser().parse_args(["train", "--resume", str(out), "--skip-nonfinite", "--lr", "1e-2"])
-    resumed = resume_recipe(TrainRecipe, args, TRAIN_FLAGS)
+    resumed = resume_recipe(TrainRecipe, args, TRAIN_FLAGS, "classify")
     assert resumed.skip_nonfinite and resumed.lr == 1e-2 and resumed.model_overrides["embed_dim"] == 16
     fit(resumed, resume=True, progress=False, trainer_class=NanLoss)
     assert TrainRecipe.load(out / "config.json").skip_nonfinite  # the change is on record

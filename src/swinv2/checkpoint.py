@@ -165,6 +165,27 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], 
     return report
 
 
+def refuse_partial_start(
+    report: LoadReport, pretrained: str | os.PathLike, model: str, may_lack: tuple[str, ...] = ()
+) -> None:
+    """A run starts from the whole of ``pretrained`` or not at all: ``ValueError`` when some of the model's
+    weights would keep their random values (missing or mis-shaped keys, beyond the prefixes in ``may_lack``)
+    or part of the file's network has no place in the model (a deeper model's blocks). Training on would
+    silently waste the pretraining; SimMIM's decoder and a classifier head are the only parts left out."""
+    missing = [k for k in report.missing if not k.startswith(may_lack)]
+    unused = [k for k in report.unexpected if not k.startswith((*PRETRAINING_ONLY, "head."))]
+    if not (missing or report.mismatched or unused):
+        return
+    tables = any(k.endswith(("rel_pos.table", "relative_position_bias_table")) for k in report.unexpected)
+    v1 = tables and any(k.endswith("logit_scale") for k in missing)
+    hint = "Learned bias tables and no logit scales: Swin Transformer V1 weights, which SwinV2 cannot start from. "
+    raise ValueError(
+        f"{pretrained} does not fit {model}: {len(missing) + len(report.mismatched)} of the model's tensors would "
+        f"keep random values and {len(unused)} of the file's would go unused. {hint if v1 else ''}Give the "
+        f"--model the weights were trained as (`swinv2 models` lists them). Load report: {report.summary()}"
+    )
+
+
 def check_compatible(own: dict[str, torch.Tensor], incoming: dict[str, object], what: str) -> None:
     """``ValueError`` naming every key whose presence, shape or dtype differs (before any copy)."""
     problems = [f"missing {k}" for k in own if k not in incoming]

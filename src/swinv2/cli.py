@@ -81,15 +81,19 @@ def _train_recipe(args: argparse.Namespace, pretraining: bool = False):
 
     cls, flags = (PretrainRecipe, {**TRAIN_FLAGS, **PRETRAIN_FLAGS}) if pretraining else (TrainRecipe, TRAIN_FLAGS)
     if args.resume:
-        return resume_recipe(cls, args, flags)
+        return resume_recipe(cls, args, flags, "pretrain" if pretraining else "classify")
     fields = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
     return cls(**fields)
 
 
-def resume_recipe(cls, args: argparse.Namespace, flags: dict):
-    """The recipe saved in ``args.resume`` with the flags given now, refusing those a resume cannot change."""
+def resume_recipe(cls, args: argparse.Namespace, flags: dict, kind: str):
+    """The recipe saved in ``args.resume`` (a run of ``kind``) with the flags given now, refusing those a
+    resume cannot change."""
     import dataclasses
 
+    from .runs import KINDS, expect_run
+
+    expect_run(args.resume, (kind,), f"`{KINDS[kind][1]} --resume`", action="resume")
     recipe = cls.load(Path(args.resume) / "config.json")
     given = {f for f in flags if getattr(args, f, None) is not None}
     refused = sorted(given - RESUME_FLAGS)

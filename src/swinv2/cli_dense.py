@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .runs import expect_run
+
 COMMON_FLAGS = {
     "model": (str, "registered model whose stages make the backbone (see `swinv2 models`)"),
     "pretrained": (str, "image classification or SimMIM checkpoint for the backbone (any known layout)"),
@@ -65,7 +67,7 @@ def _recipe_from_args(args: argparse.Namespace):
     if args.resume:
         from .cli import resume_recipe
 
-        return resume_recipe(DenseRecipe, args, flags)
+        return resume_recipe(DenseRecipe, args, flags, args.task)
     given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
     return DenseRecipe(task=args.task, **given)
 
@@ -81,6 +83,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from .dense.engine import load_run
 
+    expect_run(args.run, (args.task,), f"`swinv2 {args.task} eval`")
     changes = {k: getattr(args, k) for k in ("test_size", "test_window", "data", "val_limit", "device")}
     if args.task == "segment":
         changes["slide"] = args.slide or None
@@ -96,6 +99,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from .dense.engine import load_run, predict_files
 
+    expect_run(args.run, (args.task,), f"`swinv2 {args.task} predict`")
     run = load_run(args.run, test_size=args.test_size, test_window=args.test_window, device=args.device)
     for path in predict_files(run, args.images, Path(args.output)):
         print(path)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .runs import expect_run
+
 NOT_FOR_VIDEO = (
     "crop",
     "hflip",
@@ -43,7 +45,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         from .cli import resume_recipe
 
-        recipe = resume_recipe(VideoRecipe, args, _flags())
+        recipe = resume_recipe(VideoRecipe, args, _flags(), "video")
     else:
         given = {k: getattr(args, k) for k in _flags() if getattr(args, k, None) is not None}
         if "window_size" in given:
@@ -66,6 +68,7 @@ def _load_run(run: str, device: str | None):
     from .video.registry import create_video_model
     from .video.train import VideoRecipe
 
+    expect_run(run, ("video",), "`swinv2 video eval` / `predict`")
     run_dir = Path(run)
     recipe = VideoRecipe.load(run_dir / "config.json")
     _, meta = read_checkpoint(run_dir / "model.safetensors")

@@ -8,6 +8,7 @@ import torch
 
 from .models import SwinV2
 from .models.config import to_pair
+from .runs import expect_run
 
 
 def load_classifier(
@@ -22,6 +23,7 @@ def load_classifier(
     from .deploy import from_pretrained
     from .deploy.hub import model_preprocessing
 
+    expect_run(path, ("classify",), "`swinv2 eval` / `predict`")
     model = from_pretrained(path)
     if not isinstance(model, SwinV2):
         raise ValueError(f"{path} holds a {type(model).__name__}, not an image classifier")

@@ -38,7 +38,10 @@ def detect_source(sd: Mapping) -> str:
     if any(k.startswith("layers.") for k in keys):
         # The official layout ends stage 0 with patch merging; timm starts stage 1 with it.
         return "official" if "layers.0.downsample.reduction.weight" in sd or "head.weight" in sd else "timm"
-    raise ValueError(f"unrecognised checkpoint layout; first keys: {keys[:5]}; name the source explicitly")
+    raise ValueError(
+        f"unrecognised checkpoint layout (first keys: {keys[:5]}); expected SwinV2 weights of this project, "
+        "Microsoft's Swin-Transformer or SimMIM, timm, Hugging Face or torchvision"
+    )
 
 
 def convert_state_dict(state_dict: Mapping, source: str = "auto") -> StateDict:

@@ -153,9 +153,10 @@ class ReadableCollate:
         return default_collate(kept)
 
 
-def first_readable(dataset: Dataset):
+def first_readable(dataset: Dataset, name: str = "the dataset"):
+    """The first sample of ``dataset`` that could be read; ``ValueError`` naming ``name`` when none can."""
     for index in range(len(dataset)):
         sample = dataset[index]
         if sample is not None:
             return sample
-    raise ValueError("no file of the dataset could be read")
+    raise ValueError(f"not one of the {len(dataset)} files of {name} could be read (all corrupt or not images)")

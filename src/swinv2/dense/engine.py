@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoint import check_compatible, read_checkpoint, save_weights
-from ..data.datasets import UnreadableImage, read_image, take_unreadable
+from ..data.datasets import UnreadableImage, first_readable, read_image, take_unreadable
 from ..errors import NonFiniteLossError
+from ..runs import expect_run
 from ..train.checkpoints import latest_valid, load_state, write_checkpoint
 from ..train.loop import (
     autocast,
@@ -174,6 +175,8 @@ def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None 
     check_device(recipe, device)
     seed_everything(recipe.seed)
     run = DenseRun(recipe, device)
+    for split, dataset in (("train", run.train_set), ("val", run.val_set)):  # else the folder outlives the error
+        first_readable(dataset, f"the {split} split of {run.task.root}")
     create_run_dir(recipe)
     if resume and (checkpoint := latest_valid(run_dir)) is not None:
         run.load_state_dict(load_state(checkpoint, run.device))
@@ -235,13 +238,15 @@ def finish(run: DenseRun, run_dir: Path, wall_start: float) -> dict:
 
 
 def draw_predictions(run: DenseRun, path: Path, count: int | None = None) -> Path | None:
-    """A grid of the first validation images with the model's predictions drawn on them."""
+    """A grid of the first readable validation images with the model's predictions drawn on them."""
+    from itertools import islice
+
     from torchvision.utils import save_image
 
-    count = min(count or run.recipe.pictures, len(run.val_set))
-    if count == 0:
+    readable = (sample[0] for sample in (run.val_set[i] for i in range(len(run.val_set))) if sample is not None)
+    images = list(islice(readable, count or run.recipe.pictures))
+    if not images:
         return None
-    images = [run.val_set[i][0] for i in range(count)]
     with autocast(run.device, run.recipe.amp):
         drawn = run.task.draw(run.model, images, run.device)
     # images of a real dataset differ in size: pad each to the largest so that they tile into one grid
@@ -258,6 +263,7 @@ def load_run(run_dir: str | Path, **changes: object) -> DenseRun:
     The class names come from the weights file, so only the data evaluated is read. Runs whose file has
     none (older versions) read them from the training data, as they did then.
     """
+    expect_run(run_dir, ("detect", "segment"), "load_run")
     run_dir = Path(run_dir)
     recipe = DenseRecipe.load(run_dir / "config.json")
     for key, value in changes.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..runs import expect_run
 from ..train.recipe import AMP_MODES, RecipeFile
 from .detection import DETECTORS
 
@@ -79,6 +80,8 @@ class DenseRecipe(RecipeFile):
         for name in ("epochs", "batch_size", "img_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        start = f"`swinv2 {self.task} train --pretrained`"
+        expect_run(self.pretrained, ("classify", "pretrain"), start, action="start")
         if self.slide and self.task != "segment":
             raise ValueError("--slide is a segmentation option")
 

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from ..checkpoint import refuse_partial_start
 from ..data.scenes import ensure_scenes
 from .backbone import create_backbone
 from .data import (
@@ -69,7 +70,10 @@ class DenseTask:
         for key in ("window_size", "position_bias"):
             if getattr(r, key) is not None:
                 overrides[key] = getattr(r, key)
-        return create_backbone(r.model, pretrained=r.pretrained, **overrides)
+        backbone = create_backbone(r.model, pretrained=r.pretrained, **overrides)
+        if r.pretrained:
+            refuse_partial_start(backbone.load_report, r.pretrained, r.model)
+        return backbone
 
     def set_test_geometry(self, model: nn.Module) -> None:
         """Test at ``recipe.test_size`` with ``recipe.test_window`` (when given)."""

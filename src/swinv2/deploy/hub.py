@@ -18,6 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from ..checkpoint import read_checkpoint, save_weights
+from ..runs import expect_run
 from .preprocess import Preprocessing
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -105,6 +106,7 @@ def from_pretrained(
 
 def _from_metadata(meta: dict[str, str], weights: Path) -> dict:
     if "config" not in meta:
+        expect_run(weights, ("classify", "pretrain", "video"), "`swinv2 export` (from_pretrained)")
         raise ValueError(f"{weights} carries no swinv2 config; convert it with `swinv2 convert SRC DST --model NAME`")
     config = json.loads(meta["config"])
     arch = meta.get("architecture") or ("VideoSwinV2" if "num_frames" in config else "SwinV2")

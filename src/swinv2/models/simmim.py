@@ -36,6 +36,11 @@ class MaskGenerator:
         self.scale = mask_patch_size // model_patch_size
         self.grid = math.ceil(self.tokens / self.scale)
         self.count = math.ceil(self.grid**2 * mask_ratio)
+        if self.count == self.grid**2:  # the encoder would see mask tokens only: nothing to reconstruct from
+            raise ValueError(
+                f"mask patch {mask_patch_size} px on a {input_size} px image gives {self.grid} x {self.grid} cells, "
+                f"and masking {mask_ratio:g} of them hides all {self.count}; use a smaller mask patch or ratio"
+            )
 
     def __call__(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(batch, tokens, tokens)`` bool, True where a token is masked."""

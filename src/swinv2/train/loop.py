@@ -18,9 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import check_compatible, save_weights
+from ..checkpoint import check_compatible, refuse_partial_start, save_weights
 from ..data import ClassificationData, batch_mixer, build_classification_data
-from ..data.datasets import take_unreadable
+from ..data.datasets import first_readable, take_unreadable
 from ..deploy.preprocess import Preprocessing
 from ..errors import NonFiniteLossError, RankLostError
 from ..factory import create_model
@@ -111,7 +111,10 @@ def model_overrides(recipe: TrainRecipe, data: ClassificationData, **extra: obje
 
 def build_model(recipe: TrainRecipe, data: ClassificationData) -> nn.Module:
     savers = {k: getattr(recipe, k) for k in SAVERS}
-    return create_model(recipe.model, pretrained=recipe.pretrained, **savers, **model_overrides(recipe, data))
+    model = create_model(recipe.model, pretrained=recipe.pretrained, **savers, **model_overrides(recipe, data))
+    if recipe.pretrained:  # a SimMIM encoder brings no head: the model's own stays
+        refuse_partial_start(model.load_report, recipe.pretrained, recipe.model, may_lack=("head.",))
+    return model
 
 
 @torch.no_grad()
@@ -463,6 +466,8 @@ def _fit(
     say = print if dist.is_main else lambda *a, **k: None
     seed_everything(recipe.seed)
     data = trainer_class.build_data(recipe)  # bad paths, names and sizes fail here, before the folder exists
+    for split, dataset in (("train", data.train), ("val", data.val)):  # else a step fails after the folder is made
+        first_readable(dataset, f"the {split} split of {data.name}")
     trainer = trainer_class(recipe, data, dist.device, dist)
     if resume and dist.load(trainer, run_dir):  # before config.json is rewritten: a failed resume changes nothing
         check_resumed_epochs(recipe, trainer.epoch, run_dir)

@@ -31,6 +31,8 @@ MIN_SHOWN = 96  # pixels: the picture enlarges smaller images to at least this
 
 @dataclass
 class PretrainRecipe(TrainRecipe):
+    COMMAND = "swinv2 pretrain"
+
     mask_patch_size: int = 8  # 32 in the paper at 192 px; 8 px cells of 2 x 2 tokens at 28 px
     mask_ratio: float = 0.5
     norm_target_window: int | None = None  # 47 in SwinV2's SimMIM configurations

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.transforms import CROPS
+from ..runs import expect_run
 
 AMP_MODES = ("none", "bf16", "fp16")
 INF = float("inf")
@@ -74,6 +75,10 @@ class RecipeFile:
 
 @dataclass
 class TrainRecipe(RecipeFile):
+    # Not fields: the command that runs this recipe, and the kinds of run its --pretrained may name.
+    COMMAND = "swinv2 train"
+    STARTS_FROM = ("classify", "pretrain")
+
     # model
     model: str = "swinv2_pico_window7_28"
     model_overrides: dict = field(default_factory=dict)
@@ -138,6 +143,7 @@ class TrainRecipe(RecipeFile):
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         self._check_strategy()
         self.data, self.pretrained = _local_absolute(self.data), _local_absolute(self.pretrained)
+        expect_run(self.pretrained, self.STARTS_FROM, f"`{self.COMMAND} --pretrained`", action="start")
         if self.pretrained_window_sizes is not None:
             self.pretrained_window_sizes = tuple(self.pretrained_window_sizes)
 

@@ -24,6 +24,9 @@ from .registry import create_video_model, get_video_config
 class VideoRecipe(TrainRecipe):
     """``TrainRecipe`` plus clip sampling; defaults train the pico video model on Moving Fashion-MNIST."""
 
+    COMMAND = "swinv2 video train"
+    STARTS_FROM = ("classify", "pretrain", "video")  # image weights are inflated
+
     model: str = "swinv2_video_pico_window4x8_64"
     num_frames: int | None = None  # None: the model's
     frame_stride: int = 2  # real videos: every n-th frame

@@ -1,0 +1,172 @@
+"""Run folders of one command handed to another: each is refused by name, before any work or folder.
+Weights that would only partly initialise a model are refused instead of trained on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swinv2 import create_model
+from swinv2.checkpoint import save_weights
+from swinv2.cli import main
+from swinv2.dense.recipe import DenseRecipe
+from swinv2.models.simmim import MaskGenerator
+from swinv2.runs import WrongRunError, expect_run, run_kind
+from swinv2.train.pretrain import PretrainRecipe
+from swinv2.train.recipe import TrainRecipe
+from swinv2.video.train import VideoRecipe
+
+RECIPES = {
+    "classify": TrainRecipe,
+    "pretrain": PretrainRecipe,
+    "video": VideoRecipe,
+    "detect": lambda: DenseRecipe(task="detect"),
+    "segment": lambda: DenseRecipe(task="segment"),
+}
+WRITERS = {
+    "classify": "swinv2 train",
+    "pretrain": "swinv2 pretrain",
+    "video": "swinv2 video train",
+    "detect": "swinv2 detect train",
+    "segment": "swinv2 segment train",
+}
+# command line (RUN stands for the folder) -> the one kind of run it takes
+USES = {
+    ("eval", "RUN"): "classify",
+    ("predict", "RUN", "picture.png"): "classify",
+    ("video", "eval", "RUN"): "video",
+    ("video", "predict", "RUN", "clip.mp4"): "video",
+    ("detect", "eval", "RUN"): "detect",
+    ("detect", "predict", "RUN", "picture.png", "--output", "OUT"): "detect",
+    ("segment", "eval", "RUN"): "segment",
+    ("segment", "predict", "RUN", "picture.png", "--output", "OUT"): "segment",
+    ("train", "--resume", "RUN"): "classify",
+    ("pretrain", "--resume", "RUN"): "pretrain",
+    ("video", "train", "--resume", "RUN"): "video",
+    ("detect", "train", "--resume", "RUN"): "detect",
+    ("segment", "train", "--resume", "RUN"): "segment",
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """One folder per kind holding the config.json its command writes (the recipe is all a kind needs)."""
+    root = tmp_path_factory.mktemp("runs")
+    folders = {}
+    for kind, make in RECIPES.items():
+        folders[kind] = root / kind
+        folders[kind].mkdir()
+        make().save(folders[kind] / "config.json")
+    return folders
+
+
+def test_each_command_s_recipe_names_its_kind(runs, tmp_path):
+    for kind, folder in runs.items():
+        assert run_kind(folder) == kind
+        assert run_kind(folder / "model.safetensors") == kind  # a file in the folder stands for its run
+    (tmp_path / "config.json").write_text('{"architecture": "SwinV2", "config": {}}')  # save_pretrained's
+    assert run_kind(tmp_path) is None
+    (tmp_path / "config.json").write_text("{damaged")
+    assert run_kind(tmp_path) is None  # the recipe loader names the damage
+    assert run_kind(tmp_path / "nowhere") is None
+
+
+@pytest.mark.parametrize("argv", list(USES), ids=lambda argv: " ".join(argv[:2]))
+def test_commands_refuse_other_commands_runs_by_name(argv, runs, tmp_path, capsys):
+    taken = USES[argv]
+    for kind, folder in runs.items():
+        if kind == taken:
+            continue
+        files_before = sorted(p.name for p in folder.iterdir())
+        line = [str(folder) if a == "RUN" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+        assert main(line) == 2, (line, kind)
+        err = capsys.readouterr().err
+        assert f"{folder} is " in err and f"(written by `{WRITERS[kind]}`)" in err, (line, err)
+        assert "Traceback" not in err
+        assert sorted(p.name for p in folder.iterdir()) == files_before and not (tmp_path / "out").exists()
+
+
+def test_resume_refusal_points_at_the_right_command(runs, capsys):
+    assert main(["segment", "train", "--resume", str(runs["detect"])]) == 2
+    assert f"Resume it with `swinv2 detect train --resume {runs['detect']}`" in capsys.readouterr().err
+    assert main(["eval", str(runs["pretrain"])]) == 2
+    assert f"Fine-tune it first: `swinv2 train --pretrained {runs['pretrain']}`" in capsys.readouterr().err
+
+
+def test_pretrained_must_be_a_run_whose_weights_fit(runs):
+    for kind in ("classify", "pretrain"):
+        for make in (TrainRecipe, PretrainRecipe, VideoRecipe, lambda **kw: DenseRecipe(task="segment", **kw)):
+            make(pretrained=str(runs[kind]))  # accepted: image weights start every kind of run
+    VideoRecipe(pretrained=str(runs["video"]))  # a video run continues as video
+    for kind in ("video", "detect", "segment"):
+        with pytest.raises(WrongRunError, match="`swinv2 train --pretrained` takes an image classification run"):
+            TrainRecipe(pretrained=str(runs[kind]))
+        with pytest.raises(WrongRunError, match="`swinv2 detect train --pretrained`"):
+            DenseRecipe(task="detect", pretrained=str(runs[kind]))
+    with pytest.raises(WrongRunError, match="video classification run"):
+        VideoRecipe(pretrained=str(runs["detect"]))
+
+
+def test_expect_run_lets_everything_else_through(tmp_path):
+    expect_run(None, ("classify",), "x")
+    expect_run(tmp_path / "weights.safetensors", ("classify",), "x")  # not in a run folder: the loader decides
+
+
+def _train_from(weights, tmp_path, capsys, model: str = "swinv2_pico_window7_28") -> str:
+    out = tmp_path / "run"
+    argv = ["train", "--model", model, "--pretrained", str(weights), "--output", str(out), "--epochs", "1"]
+    assert main([*argv, "--train-limit", "8", "--val-limit", "8", "--no-progress"]) == 2
+    assert not out.exists()
+    return capsys.readouterr().err
+
+
+def test_weights_of_a_deeper_or_wider_model_are_refused(tmp_path, capsys):
+    deeper = tmp_path / "deeper.safetensors"
+    save_weights(create_model("swinv2_pico_window7_28", depths=(2, 2, 4)), deeper)
+    err = _train_from(deeper, tmp_path, capsys)
+    assert "does not fit swinv2_pico_window7_28: 0 of the model's tensors would keep random values and" in err
+    assert "unexpected: stages.2.blocks.2." in err
+    wider = tmp_path / "wider.safetensors"
+    save_weights(create_model("swinv2_pico_window7_28", embed_dim=48), wider)
+    assert "mismatched: " in _train_from(wider, tmp_path, capsys)
+
+
+def test_swin_v1_weights_are_named_as_such(tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    v1 = timm.models.swin_transformer.SwinTransformer(
+        img_size=28, patch_size=4, in_chans=1, embed_dim=32, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=7
+    )  # the pico model's shape, V1's attention
+    path = tmp_path / "swin_v1.pth"
+    torch.save(v1.state_dict(), path)
+    err = _train_from(path, tmp_path, capsys)
+    assert "Swin Transformer V1 weights, which SwinV2 cannot start from" in err
+
+
+def test_simmim_encoders_and_other_class_counts_still_start_runs(tmp_path):
+    from swinv2.train.loop import build_model
+
+    encoder = create_model("swinv2_pico_window7_28", num_classes=0)  # what pretraining writes: no head
+    path = tmp_path / "encoder.safetensors"
+    save_weights(encoder, path)
+    model = build_model(TrainRecipe(pretrained=str(path)), _data(10))
+    assert sorted(model.load_report.missing) == ["head.fc.bias", "head.fc.weight"]
+    five = tmp_path / "five.safetensors"
+    save_weights(create_model("swinv2_pico_window7_28", num_classes=5), five)
+    assert build_model(TrainRecipe(pretrained=str(five)), _data(10)).load_report.adapted
+
+
+def _data(classes: int):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(in_chans=1, classes=[str(i) for i in range(classes)])
+
+
+def test_masks_that_hide_every_cell_are_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"gives 1 x 1 cells, and masking 0\.5 of them hides all 1"):
+        MaskGenerator(28, 32, 2, 0.5)
+    with pytest.raises(ValueError, match=r"gives 2 x 2 cells, and masking 0\.8 of them hides all 4"):
+        MaskGenerator(28, 16, 2, 0.8)
+    assert MaskGenerator(28, 16, 2, 0.7)(4).float().mean() > 0  # 3 of 4 cells: a quarter stays visible
+    out = tmp_path / "pre"
+    assert main(["pretrain", "--mask-patch-size", "32", "--output", str(out), "--no-progress"]) == 2
+    assert "use a smaller mask patch or ratio" in capsys.readouterr().err and not out.exists()
