@@ -446,6 +446,37 @@ def test_malformed_coco_annotations_are_refused_by_entry(tmp_path, change, messa
         CocoDetectionData(paths)
 
 
+def _drop_segmentations(coco: dict) -> None:
+    for annotation in coco["annotations"]:
+        annotation.pop("segmentation")
+
+
+def test_box_only_annotations_load_for_box_detectors_and_are_refused_for_masks(tmp_path):
+    from swinv2.dense.data import AnnotationError
+
+    paths = _coco_file(tmp_path, _drop_segmentations)
+    with pytest.raises(AnnotationError, match=r"has no 'segmentation'.*`--detector faster_rcnn` trains on boxes"):
+        CocoDetectionData(paths)
+    _, target = CocoDetectionData(paths, masks=False)[0]
+    assert target["boxes"].tolist() == [[2.0, 2.0, 12.0, 12.0]] and "masks" not in target
+
+
+@needs_fmnist
+def test_faster_rcnn_trains_and_scores_on_box_only_coco(scenes, tmp_path):
+    import dataclasses
+    import shutil
+
+    data = tmp_path / "boxes"
+    shutil.copytree(scenes, data)
+    for instances in data.glob("*/instances.json"):
+        coco = json.loads(instances.read_text())
+        _drop_segmentations(coco)
+        instances.write_text(json.dumps(coco))
+    recipe = _recipe("detect", data, tmp_path, detector="faster_rcnn", train_limit=8, val_limit=8)
+    summary = fit_dense(dataclasses.replace(recipe, epochs=1), progress=False)
+    assert 0 <= summary["map50"] <= 100 and "mask_map" not in summary
+
+
 def test_crowd_annotations_are_left_out_of_training_targets(tmp_path):
     data = CocoDetectionData(_coco_file(tmp_path, lambda c: c["annotations"][0].pop("area", None)))
     _, target = data[0]

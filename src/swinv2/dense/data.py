@@ -65,16 +65,17 @@ def read_semantic_classes(root: str | os.PathLike) -> list[str] | None:
 # ---------------------------------------------------------------------------------------------- detection
 class CocoDetectionData(MarksUnreadable, Dataset):
     """A COCO-format split: ``(image float (3, H, W), target)`` with ``boxes`` (xyxy), ``labels``
-    (1..K, in category-id order), ``masks`` (N, H, W) and ``image_id``.
+    (1..K, in category-id order), ``masks`` (N, H, W; only with ``masks``) and ``image_id``.
 
     Crowd regions (``"iscrowd": 1``) are left out of the targets (COCO's convention); the annotation file
-    is checked when loaded (:func:`read_coco`).
+    is checked when loaded (:func:`read_coco`). Without ``masks`` (box detectors) annotations need no
+    ``segmentation``, so box-only datasets load.
     """
 
-    def __init__(self, paths: SplitPaths, transforms: v2.Transform | None = None):
+    def __init__(self, paths: SplitPaths, transforms: v2.Transform | None = None, masks: bool = True):
         from torchvision.datasets import wrap_dataset_for_transforms_v2
 
-        base = _CocoImages(paths.images, read_coco(paths.annotations))
+        base = _CocoImages(paths.images, read_coco(paths.annotations, masks))
         if len(base) == 0:
             raise ValueError(f"{paths.annotations} lists no images")
         self.coco = base.coco
@@ -82,7 +83,9 @@ class CocoDetectionData(MarksUnreadable, Dataset):
         self.classes = [self.coco.cats[c]["name"] for c in self.category_ids]
         self._label_of = {c: i + 1 for i, c in enumerate(self.category_ids)}
         self.image_ids = list(base.ids)
-        self._data = wrap_dataset_for_transforms_v2(base, target_keys=("image_id", "boxes", "labels", "masks"))
+        self.masks = masks
+        keys = ("image_id", "boxes", "labels", "masks") if masks else ("image_id", "boxes", "labels")
+        self._data = wrap_dataset_for_transforms_v2(base, target_keys=keys)
         self.transforms = transforms
         self._init_marks(len(self.image_ids))
 
@@ -102,9 +105,12 @@ class CocoDetectionData(MarksUnreadable, Dataset):
         h, w = image.shape[-2:]
         boxes = target.get("boxes", tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(h, w)))
         labels = target.get("labels", torch.zeros(0, dtype=torch.int64))
-        masks = target.get("masks", tv_tensors.Mask(torch.zeros(0, h, w, dtype=torch.uint8)))
         labels = torch.tensor([self._label_of[int(c)] for c in labels], dtype=torch.int64)
-        target = {"boxes": boxes, "labels": labels, "masks": masks, "image_id": int(target["image_id"])}
+        target = {"boxes": boxes, "labels": labels, "image_id": int(target["image_id"]), "masks": target.get("masks")}
+        if self.masks and target["masks"] is None:  # an image without objects
+            target["masks"] = tv_tensors.Mask(torch.zeros(0, h, w, dtype=torch.uint8))
+        elif not self.masks:
+            del target["masks"]
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return v2.functional.to_dtype(image, torch.float32, scale=True), target
@@ -144,9 +150,10 @@ class _CocoImages(CocoDetection):
             raise OSError(str(exc)) from exc
 
 
-def read_coco(path: Path):
+def read_coco(path: Path, masks: bool = True):
     """pycocotools' index of a COCO annotation file, parsed once and checked first, so that a malformed
-    file is refused by name and entry instead of failing later with a ``KeyError`` deep in a loader."""
+    file is refused by name and entry instead of failing later with a ``KeyError`` deep in a loader
+    (``masks``: each annotation must have a ``segmentation``)."""
     from pycocotools.coco import COCO
 
     if not path.is_file():
@@ -155,7 +162,7 @@ def read_coco(path: Path):
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path} is not a JSON file ({exc})") from exc
-    check_coco(data, path)
+    check_coco(data, path, masks)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports its progress on stdout
@@ -163,7 +170,7 @@ def read_coco(path: Path):
     return coco
 
 
-def check_coco(data: object, path: Path) -> None:
+def check_coco(data: object, path: Path, masks: bool = True) -> None:
     """Refuse what the loaders and ``COCOeval`` would trip on; fill ``iscrowd`` (0) and ``area`` (the
     box's) where missing, as hand-made files often leave them out."""
     if not isinstance(data, dict):
@@ -176,7 +183,7 @@ def check_coco(data: object, path: Path) -> None:
     image_ids = _ids(data["images"], "images", ("id", "file_name"), path)
     category_ids = _ids(data["categories"], "categories", ("id", "name"), path)
     for i, ann in enumerate(data["annotations"]):
-        _check_annotation(ann, f"{path}: annotations[{i}]", image_ids, category_ids)
+        _check_annotation(ann, f"{path}: annotations[{i}]", image_ids, category_ids, masks)
 
 
 def _ids(entries: list, kind: str, keys: tuple[str, ...], path: Path) -> set:
@@ -188,13 +195,18 @@ def _ids(entries: list, kind: str, keys: tuple[str, ...], path: Path) -> set:
     return {entry["id"] for entry in entries}
 
 
-def _check_annotation(ann: object, where: str, image_ids: set, category_ids: set) -> None:
+def _check_annotation(ann: object, where: str, image_ids: set, category_ids: set, masks: bool) -> None:
     if not isinstance(ann, dict):
         raise AnnotationError(f"{where} is {ann!r:.80}, expected an object")
     where = f"{where} (id {ann.get('id')!r})"
-    for key in ("id", "image_id", "category_id", "bbox", "segmentation"):
+    for key in ("id", "image_id", "category_id", "bbox"):
         if key not in ann:
             raise AnnotationError(f"{where} has no {key!r}")
+    if masks and "segmentation" not in ann:
+        raise AnnotationError(
+            f"{where} has no 'segmentation': Mask R-CNN learns each object's mask (`--detector faster_rcnn` "
+            "trains on boxes alone)"
+        )
     if ann["image_id"] not in image_ids:
         raise AnnotationError(f"{where}: image_id {ann['image_id']!r} is not the id of any entry of 'images'")
     if ann["category_id"] not in category_ids:

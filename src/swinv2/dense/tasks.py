@@ -90,12 +90,14 @@ class DetectionTask(DenseTask):
     metrics = ("map50", "map")
 
     def train_dataset(self) -> Dataset:
-        train = CocoDetectionData(find_split(self.root, "train", "detect"), detection_transforms(True))
+        masks = self.recipe.detector == "mask_rcnn"
+        train = CocoDetectionData(find_split(self.root, "train", "detect"), detection_transforms(True), masks)
         self.classes = train.classes
         return train.subset(self.recipe.train_limit)
 
     def val_dataset(self) -> Dataset:
-        val = CocoDetectionData(find_split(self.root, "val", "detect"), detection_transforms(False))
+        masks = self.recipe.detector == "mask_rcnn"
+        val = CocoDetectionData(find_split(self.root, "val", "detect"), detection_transforms(False), masks)
         if val.classes != self.classes:
             # the model's labels follow train's categories and scoring maps them back through val's: any
             # difference would score correct boxes as wrong, silently
