@@ -82,6 +82,8 @@ class DenseRecipe(RecipeFile):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         start = f"`swinv2 {self.task} train --pretrained`"
         expect_run(self.pretrained, ("classify", "pretrain"), start, action="start")
+        if self.min_lr > self.lr:
+            raise ValueError(f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}: the schedule would climb")
         if self.slide and self.task != "segment":
             raise ValueError("--slide is a segmentation option")
 

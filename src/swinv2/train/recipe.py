@@ -142,6 +142,11 @@ class TrainRecipe(RecipeFile):
         if self.ema_decay and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         self._check_strategy()
+        if self.min_lr > self.scaled_lr:
+            raise ValueError(
+                f"--min-lr {self.min_lr:g} is above the peak learning rate {self.scaled_lr:.3g} (--lr {self.lr:g} x "
+                f"batch {self.effective_batch} / 512): the schedule would climb instead of decaying"
+            )
         self.data, self.pretrained = _local_absolute(self.data), _local_absolute(self.pretrained)
         expect_run(self.pretrained, self.STARTS_FROM, f"`{self.COMMAND} --pretrained`", action="start")
         if self.pretrained_window_sizes is not None:
