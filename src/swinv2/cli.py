@@ -569,6 +569,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"swinv2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (RuntimeError, MemoryError) as exc:
+        if not out_of_memory(exc):
+            raise
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        print(
+            f"swinv2 {args.command}: error: out of memory ({first}); a smaller --batch-size or --img-size, or "
+            "the memory savers (--grad-checkpointing, --sequential-attention), need less",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure of the host (PyTorch's CPU allocator, numpy) or of a GPU."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
                 arr = np.asarray(img, dtype=np.float32)
                 img = Image.fromarray((arr * (255 / max(float(arr.max()), 1.0))).round().astype(np.uint8))
             array = np.array(img.convert("L" if channels == 1 else "RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:  # bombs: PIL refuses >179M px
         raise UnreadableImage(f"{path} is not a readable image ({exc})") from exc
     t = torch.from_numpy(array)
     return t[None] if channels == 1 else t.permute(2, 0, 1).contiguous()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..fields import check_field_types, field_values
 from ..layers import ATTENTION_TYPES, POSITION_BIASES
 
 NORM_PLACEMENTS = ("res_post", "pre")
@@ -83,6 +84,7 @@ class SwinV2Config:
     cpb_hidden: int = 512
 
     def __post_init__(self) -> None:
+        check_field_types(type(self), field_values(self), "model config")
         object.__setattr__(self, "depths", tuple(self.depths))
         object.__setattr__(self, "num_heads", tuple(self.num_heads))
         pws = self.pretrained_window_sizes

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.transforms import CROPS
+from ..fields import check_field_types
 from ..runs import expect_run
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -65,7 +66,9 @@ class RecipeFile:
         try:
             data = json.loads(path.read_text())
             known = {f.name for f in dataclasses.fields(cls)}
-            return cls(**{k: v for k, v in data.items() if k in known})
+            fields = {k: v for k, v in data.items() if k in known}
+            check_field_types(cls, fields, "a field of the wrong type")
+            return cls(**fields)
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(
                 f"{path} is not a readable run recipe ({type(exc).__name__}: {exc}); expected the config.json "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..fields import check_field_types, field_values
 from ..models.config import check_choices, check_stages, to_pair
 
 MERGE_ORDERS = ("v2", "v1")  # patch merging: reduction then norm (SwinV2), or norm then reduction (Swin V1)
@@ -59,6 +60,7 @@ class VideoSwinV2Config:
     cpb_hidden: int = 512
 
     def __post_init__(self) -> None:
+        check_field_types(type(self), field_values(self), "video model config")
         object.__setattr__(self, "depths", tuple(self.depths))
         object.__setattr__(self, "num_heads", tuple(self.num_heads))
         object.__setattr__(self, "patch_size", to_triple(self.patch_size))
