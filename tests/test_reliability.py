@@ -536,6 +536,22 @@ def test_a_hand_edited_recipe_of_wrong_types_is_refused_by_field(tmp_path, capsy
 
 
 @needs_fmnist
+def test_ctrl_c_ends_a_run_with_one_line_and_it_resumes(tmp_path):
+    import subprocess
+
+    from faults import ENV
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_command(out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: (out / "checkpoint-0001.pt.sha256").is_file() or proc.poll() is not None, 300)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "swinv2 train: interrupted (a run resumes from its last checkpoint with --resume DIR)" in err
+    assert run(restart_command(out)).returncode == 0
+
+
+@needs_fmnist
 def test_a_resume_cannot_cut_a_run_below_its_trained_epochs(tmp_path, capsys):
     out = tmp_path / "run"
     fit(recipe(out, train_limit=64, val_limit=32, epochs=3), stop_after=2, progress=False)

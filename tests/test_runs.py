@@ -170,3 +170,90 @@ def test_masks_that_hide_every_cell_are_refused(tmp_path, capsys):
     out = tmp_path / "pre"
     assert main(["pretrain", "--mask-patch-size", "32", "--output", str(out), "--no-progress"]) == 2
     assert "use a smaller mask patch or ratio" in capsys.readouterr().err and not out.exists()
+
+
+# ---------------------------------------------------------------------------------- files and folders
+def _saved_run(tmp_path, data=None):
+    """A run folder as `swinv2 train` leaves it (recipe, weights with classes and preprocessing)."""
+    from swinv2.deploy.preprocess import Preprocessing
+
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainRecipe(output=str(run), data=data).save(run / "config.json")
+    model = create_model("swinv2_pico_window7_28", num_classes=2, in_chans=1)
+    prep = Preprocessing.for_model(model.cfg, mean=(0.3,), std=(0.2,))
+    model.save_pretrained(tmp_path / "saved", preprocessing=prep, classes=["a", "b"])
+    (tmp_path / "saved" / "model.safetensors").rename(run / "model.safetensors")
+    return run
+
+
+def test_convert_keeps_this_project_s_metadata_and_never_overwrites_its_source(tmp_path, capsys):
+    from swinv2.checkpoint import read_checkpoint
+
+    run = _saved_run(tmp_path)
+    before = (run / "model.safetensors").read_bytes()
+    assert main(["convert", str(run / "model.safetensors"), str(run / "model.safetensors")]) == 2
+    assert "is SRC's own file" in capsys.readouterr().err and (run / "model.safetensors").read_bytes() == before
+    out = tmp_path / "converted.safetensors"
+    assert main(["convert", str(run), str(out), "--model", "swinv2_pico_window7_28", "--in-chans", "1",
+                 "--num-classes", "2"]) == 0  # fmt: skip
+    _, meta = read_checkpoint(out)
+    _, original = read_checkpoint(run)
+    for key in ("classes", "preprocessing"):
+        assert meta[key] == original[key], key
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert main(["convert", str(run), str(blocked / "x.safetensors")]) == 2
+    assert f"{blocked} is a file, expected a folder" in capsys.readouterr().err
+
+
+def test_files_that_are_no_checkpoint_are_named_so_without_unsafe_advice(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    assert main(["eval", str(text)]) == 2
+    assert f"{text} is not a checkpoint (expected a .safetensors file" in capsys.readouterr().err
+    cut = tmp_path / "cut.pt"
+    torch.save({"w": torch.zeros(1000)}, cut)
+    cut.write_bytes(cut.read_bytes()[:2000])
+    assert main(["eval", str(cut)]) == 2
+    err = capsys.readouterr().err
+    assert "could not be read as a weights-only checkpoint" in err and "weights_only=False" not in err
+
+
+def test_predict_names_a_folder_given_for_images(tmp_path, capsys):
+    run = _saved_run(tmp_path)
+    assert main(["predict", str(run), str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder; give the image files in it" in capsys.readouterr().err
+
+
+def test_eval_defaults_to_the_run_s_own_data_and_counts_what_it_read(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for cls in ("a", "b"):
+        (data / "val" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (28, 28), 40 + 150 * (cls == "b")).save(data / "val" / cls / f"{i}.png")
+    (data / "val" / "a" / "broken.png").write_text("not an image")
+    run = _saved_run(tmp_path, data=str(data))
+    assert main(["eval", str(run)]) == 0  # Fashion-MNIST's 10 classes would be refused for this 2-class model
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["images"] == 6 and result["unreadable_files"] == 1
+
+
+def test_a_classifier_needs_two_classes_a_simmim_folder_does_not(tmp_path, capsys):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        (data / split / "all").mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (28, 28), 20 * i).save(data / split / "all" / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--output", str(out), "--no-progress"]) == 2
+    assert "has 1 class; a classifier needs at least 2 class folders" in capsys.readouterr().err
+    assert not out.exists()
+    argv = ["pretrain", "--data", str(data), "--img-size", "28", "--epochs", "1", "--output", str(out)]
+    assert main([*argv, "--no-progress"]) == 0

@@ -42,11 +42,19 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
         except SafetensorError as exc:  # a bad header, offsets past the end, a truncated file
             raise ValueError(f"{path} is not a valid safetensors file ({exc})") from exc
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip format, a legacy pickle
+        raise ValueError(
+            f"{path} is not a checkpoint (expected a .safetensors file, a PyTorch .pt / .pth / .bin state "
+            "dict or a run folder)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unpickler refusal, a truncated file, not a checkpoint at all
+    except Exception as exc:  # an unpickler refusal, a truncated file
+        reason = str(exc).split("Re-running `torch.load`")[0].split("\n")[0].strip()[:300]  # not its unsafe advice
         raise ValueError(
-            f"{path} could not be read as a weights-only checkpoint ({type(exc).__name__}: {str(exc)[:300]}). "
+            f"{path} could not be read as a weights-only checkpoint ({type(exc).__name__}: {reason}). "
             "Only tensors and plain containers are accepted; convert trusted files to .safetensors."
         ) from exc
     if not isinstance(obj, dict):
@@ -76,10 +84,21 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
+
+
+def make_parent(path: str | os.PathLike) -> None:
+    """Create the folder ``path`` goes in; ``NotADirectoryError`` naming the file standing where a folder
+    is needed (mkdir's own error says only "File exists")."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise NotADirectoryError(f"cannot write {path}: {blocking} is a file, expected a folder") from None
 
 
 @dataclass

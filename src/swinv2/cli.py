@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,10 +47,16 @@ def _convert(args: argparse.Namespace) -> int:
     from .checkpoint import load_state_dict_into, read_checkpoint, write_safetensors
     from .convert import convert_state_dict, detect_source, unwrap
 
-    tensors, _ = read_checkpoint(args.src)
+    if not args.dst.endswith(".safetensors"):
+        raise ValueError(f"DST must end in .safetensors, got {args.dst!r}")
+    src = Path(args.src) / "model.safetensors" if Path(args.src).is_dir() else Path(args.src)
+    if Path(args.dst).exists() and src.exists() and Path(args.dst).samefile(src):
+        raise ValueError(f"DST {args.dst} is SRC's own file; write the conversion to another file")
+    tensors, src_meta = read_checkpoint(args.src)
     source = detect_source(unwrap(tensors)) if args.source == "auto" else args.source
     converted = convert_state_dict(tensors, source)
-    meta = {"format": "swinv2", "converted_from": source}
+    # this project's files keep what came with the weights: config, class names, preprocessing
+    meta = {**(src_meta if source == "swinv2" else {}), "format": "swinv2", "converted_from": source}
     if args.model:
         from .factory import create_model
 
@@ -69,6 +76,8 @@ def _convert(args: argparse.Namespace) -> int:
             return 1
         meta["config"] = json.dumps(model.cfg.to_dict())
         converted = model.state_dict()
+        if len(json.loads(meta.get("classes", "[]"))) != model.cfg.num_classes:
+            meta.pop("classes", None)
     write_safetensors(converted, args.dst, meta)
     print(f"{args.src} ({source} layout, {len(converted)} tensors) -> {args.dst}")
     return 0
@@ -445,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="top-1 / top-5 of a trained checkpoint on a dataset, at any size and window")
     p.add_argument("checkpoint", help="run folder or model.safetensors written by `swinv2 train`")
-    p.add_argument("--data", help="image folder (its val/ split is used; default: Fashion-MNIST test set)")
+    p.add_argument(
+        "--data", help="image folder (its val/ split; default: the run's own data, else Fashion-MNIST's test set)"
+    )
     p.add_argument("--img-size", type=int)
     p.add_argument("--window-size", type=int)
     p.add_argument("--batch-size", type=int, default=256)
@@ -555,8 +566,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if args.command == "convert" and not args.dst.endswith(".safetensors"):
-        parser.error(f"DST must end in .safetensors, got {args.dst!r}")
     try:
         return args.func(args)
     except (
@@ -566,9 +575,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         NotADirectoryError,
         NonFiniteLossError,
         RankLostError,
+        OSError,  # permissions, a full disk, a read-only or special file system
     ) as exc:
+        if isinstance(exc, BrokenPipeError):  # `swinv2 models | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            return 0
         print(f"swinv2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = " (a run resumes from its last checkpoint with --resume DIR)" if hasattr(args, "resume") else ""
+        print(f"swinv2 {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
     except (RuntimeError, MemoryError) as exc:
         if not out_of_memory(exc):
             raise

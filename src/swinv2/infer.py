@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -42,6 +43,14 @@ def load_classifier(
     return model.eval(), info
 
 
+def check_image_path(path: str | Path) -> None:
+    """Predict takes image files: a folder or a missing path is named as such."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the image files in it (e.g. {path}/*.png)")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+
+
 def evaluate_classifier(
     path: str | Path,
     img_size: int | None = None,
@@ -52,8 +61,8 @@ def evaluate_classifier(
     batch_size: int = 256,
     dtype: str = "float32",
 ) -> dict:
-    """Top-1 / top-5 of a saved classifier on ``data``'s validation split (Fashion-MNIST's test set by
-    default), optionally at another image size and window (``swinv2 eval``).
+    """Top-1 / top-5 of a saved classifier on ``data``'s validation split (by default a run's own image
+    folder, else Fashion-MNIST's test set), optionally at another image size and window (``swinv2 eval``).
 
     Images are prepared with the preprocessing stored with the weights, not the data's defaults: a model
     is scored on what it was trained or published to see. An image folder goes through the whole stored
@@ -61,21 +70,40 @@ def evaluate_classifier(
     normalised with the stored statistics, as training evaluated them. Only the validation split is read."""
     from torch.utils.data import DataLoader
 
-    from .data.datasets import ReadableCollate
+    from .data.datasets import ReadableCollate, take_unreadable
     from .train.loop import evaluate, resolve_device
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
     model, info = load_classifier(path, img_size, window_size)
+    data = data if data is not None else _run_data(path)
     val, names, batch_transform = _validation_split(data, model, info["preprocessing"], limit)
     val = _in_model_classes(val, names, model)
     dev = resolve_device(device)
     model = model.to(dev, getattr(torch, dtype))
     loader = DataLoader(val, batch_size=batch_size, collate_fn=ReadableCollate(val))
     result = evaluate(model, loader, dev, batch_transform=batch_transform)
+    unreadable = len(take_unreadable(val))
     size = to_pair(model.cfg.img_size)[0]
-    result.update(images=len(val), img_size=size, window_size=model.cfg.window_size, dtype=dtype)
+    result.update(images=len(val) - unreadable, img_size=size, window_size=model.cfg.window_size, dtype=dtype)
+    if unreadable:
+        result["unreadable_files"] = unreadable
     return result
+
+
+def _run_data(path: str | Path) -> str | None:
+    """The image folder a run (``path`` is its folder or weights) trained on, if it still exists; None
+    (Fashion-MNIST) otherwise."""
+    from .runs import run_folder
+
+    folder = run_folder(path)
+    if folder is None:
+        return None
+    try:
+        data = json.loads((folder / "config.json").read_text()).get("data")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, str) and Path(data).is_dir() else None
 
 
 def _validation_split(data: str | None, model: SwinV2, prep, limit: int | None):
@@ -145,8 +173,7 @@ def predict_images(model: SwinV2, info: dict, paths: list[str], topk: int = 5) -
     transform = info["preprocessing"].transform() if "preprocessing" in info else model_preprocessing(model).transform()
     results = []
     for p in paths:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"image not found: {p}")
+        check_image_path(p)
         image = read_image(p, 1 if cfg.in_chans == 1 else 3)
         probs = model(transform(image).unsqueeze(0)).softmax(-1)[0]
         top = probs.topk(min(topk, len(probs)))
@@ -171,8 +198,7 @@ def predict_onnx(path: str | Path, paths: list[str], topk: int = 5) -> list[list
     name = session.get_inputs()[0].name
     results = []
     for p in paths:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"image not found: {p}")
+        check_image_path(p)
         image = transform(read_image(p, prep.input_size[0]))[None].numpy()
         logits = session.run(None, {name: image})[0][0]
         probs = np.exp(logits - logits.max())

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import make_parent
 from ..models.config import to_pair
 from .hub import description
 
@@ -56,7 +57,7 @@ def export_model(
         check_opset(opset)
     model = model.eval()
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(output)
     example = _images(model, 2, seed)  # batch 2: tracing at 1 would specialise the batch dimension to 1
     info = {k: json.dumps(v) for k, v in description(model).items()}
     if fmt == "onnx":

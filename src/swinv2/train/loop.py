@@ -175,6 +175,8 @@ class Trainer:
     :meth:`epoch_line` and :meth:`finish` (SimMIM pretraining does).
     """
 
+    learns_classes = True  # labels are the target (SimMIM's are not: one folder of images will do)
+
     def __init__(
         self, recipe: TrainRecipe, data: ClassificationData, device: torch.device, dist: Distributed | None = None
     ):
@@ -466,6 +468,8 @@ def _fit(
     say = print if dist.is_main else lambda *a, **k: None
     seed_everything(recipe.seed)
     data = trainer_class.build_data(recipe)  # bad paths, names and sizes fail here, before the folder exists
+    if trainer_class.learns_classes and len(data.classes) < 2:  # one class: loss 0 and 100% from the first step
+        raise ValueError(f"{data.name} has {len(data.classes)} class; a classifier needs at least 2 class folders")
     for split, dataset in (("train", data.train), ("val", data.val)):  # else a step fails after the folder is made
         first_readable(dataset, f"the {split} split of {data.name}")
     trainer = trainer_class(recipe, data, dist.device, dist)

@@ -59,6 +59,7 @@ class PretrainTrainer(Trainer):
     """A :class:`SimMIM` around the recipe's encoder; masks are drawn from the (per-epoch seeded) RNG."""
 
     recipe: PretrainRecipe
+    learns_classes = False
 
     def __init__(self, recipe: PretrainRecipe, data, device: torch.device, dist: Distributed | None = None):
         super().__init__(recipe, data, device, dist)
