@@ -257,3 +257,34 @@ def test_a_classifier_needs_two_classes_a_simmim_folder_does_not(tmp_path, capsy
     assert not out.exists()
     argv = ["pretrain", "--data", str(data), "--img-size", "28", "--epochs", "1", "--output", str(out)]
     assert main([*argv, "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["plan", "--model", "swinv2_pico_window7_28", "--batch-size", "100000000000"], "plans go up to 65536 images"),
+        (["plan", "--model", "swinv2_pico_window7_28", "--img-size", "1000000000"], "and 32768 px"),
+        (["bench-memory", "--model", "swinv2_pico_window7_28"], "timm has no swinv2_pico_window7_28"),
+        (["bench-memory", "--batch-size", "0"], "expected a whole number >= 1, got 0"),
+        (["bench-max-res", "--device", "cpu", "--step", "0"], "expected a whole number >= 1, got 0"),
+        (["bench-max-res", "--device", "cpu", "--budget-s", "-1"], "--budget-s"),
+        (["export", "--format", "onnx", "--output", "x.onnx", "--tolerance", "-1"], "--tolerance"),
+    ],
+)
+def test_tools_refuse_numbers_they_cannot_honour(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # the parser's own refusal
+        code = exit.code
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_model_configs_refuse_meaningless_sizes_and_rates():
+    for kw, message in (
+        ({"num_classes": -1}, "num_classes must be >= 0"),
+        ({"in_chans": 0}, "in_chans must be >= 1"),
+        ({"drop_path_rate": 2.0}, r"drop_path_rate must be in \[0, 1\)"),
+        ({"mlp_ratio": 0.0}, "mlp_ratio must be > 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            create_model("swinv2_pico_window7_28", **kw)

@@ -206,8 +206,10 @@ def test_cli_video_train_on_a_clip_folder_with_switches(tmp_path, capsys):
     out = tmp_path / "run"
     flags = ["--data", str(tmp_path / "clips"), "--img-size", "32", "--num-frames", "4", "--epochs", "1"]
     args = ["video", "train", *flags, "--batch-size", "2", "--skip-nonfinite", "--output", str(out), "--no-progress"]
-    assert main(args) == 0, capsys.readouterr().err
+    assert main([*args, "--window-size", "4"]) == 0, capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
+    assert config["window_size"][-1] == 4  # the spatial window given
+    assert main(["video", "train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0  # read back
     assert config["hflip"] == 0.0 and config["skip_nonfinite"] is True and config["data"] == str(tmp_path / "clips")
     assert 0 <= json.loads((out / "summary.json").read_text())["top1"] <= 100
     assert json.loads(read_checkpoint(out / "model.safetensors")[1]["classes"]) == ["jump", "run"]

@@ -219,6 +219,9 @@ def _model_to_export(args: argparse.Namespace):
 
 def _bench_memory(args: argparse.Namespace) -> int:
     from .memory_bench import main as run_memory_benchmark
+    from .train.loop import resolve_device
+
+    resolve_device(args.device)  # a missing CUDA device is named before any model is built
 
     run_memory_benchmark(
         model_name=args.model,
@@ -232,6 +235,9 @@ def _bench_memory(args: argparse.Namespace) -> int:
 
 def _bench_max_res(args: argparse.Namespace) -> int:
     from .max_resolution import main as run_search
+    from .train.loop import resolve_device
+
+    resolve_device(args.device)
 
     run_search(
         model_name=args.model,
@@ -491,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-size", type=_positive, help="attention window at that size")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (one the exporter cannot write is refused)")
     p.add_argument("--check-batches", type=_positive, nargs="+", default=[1, 3], help="batch sizes compared")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |diff| accepted (exit 1 beyond)")
+    p.add_argument("--tolerance", type=_positive_number, default=1e-4, help="largest |diff| accepted (exit 1 beyond)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("bench", help="throughput, peak memory and MFU against timm, Hugging Face and torchvision")
@@ -515,9 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench-memory", help="peak memory of a high-resolution training step: savers vs timm")
     p.add_argument("--model", default="swinv2_tiny_window8_256", help="a timm-named registry entry")
-    p.add_argument("--img-size", type=int, default=1024)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--peers", default="timm", help="timm, or empty for this project's rows only")
+    p.add_argument("--img-size", type=_positive, default=1024)
+    p.add_argument("--batch-size", type=_positive, default=1)
+    p.add_argument("--peers", default="timm", choices=("timm", ""), help="timm, or empty for this project's rows only")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_bench_memory)
 
@@ -525,13 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench-max-res", help="largest image side one device trains at, plain and with savers")
     p.add_argument("--model", default="swinv2_base_window16_256", help="registry name")
-    p.add_argument("--window-size", type=int)
+    p.add_argument("--window-size", type=_positive)
     p.add_argument("--savers", default=",".join(SAVER_SETS), help=f"comma-separated, of {', '.join(SAVER_SETS)}")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--capacity-gib", type=float, help="memory a trial may use (default: the whole GPU)")
-    p.add_argument("--step", type=int, default=256, help="sides tried are multiples of this")
-    p.add_argument("--start", type=int, default=1024, help="first side tried")
-    p.add_argument("--budget-s", type=float, default=120.0, help="search time per saver set")
+    p.add_argument("--capacity-gib", type=_positive_number, help="memory a trial may use (default: the whole GPU)")
+    p.add_argument("--step", type=_positive, default=256, help="sides tried are multiples of this")
+    p.add_argument("--start", type=_positive, default=1024, help="first side tried")
+    p.add_argument("--budget-s", type=_positive_number, default=120.0, help="search time per saver set")
     p.add_argument(
         "--isolate",
         action=argparse.BooleanOptionalAction,
@@ -543,10 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="per-rank memory of a training job (params, grads, AdamW, activations)")
     p.add_argument("--model", required=True, help="registry name, e.g. swinv2_giant_window12to40_192to640")
-    p.add_argument("--img-size", type=int)
-    p.add_argument("--window-size", type=int)
-    p.add_argument("--batch-size", type=int, default=1, help="images per rank")
-    p.add_argument("--world-size", type=int, default=1)
+    p.add_argument("--img-size", type=_positive)
+    p.add_argument("--window-size", type=_positive)
+    p.add_argument("--batch-size", type=_positive, default=1, help="images per rank")
+    p.add_argument("--world-size", type=_positive, default=1)
     p.add_argument("--strategy", default="fsdp", choices=STRATEGIES)
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
     p.add_argument(

@@ -81,6 +81,14 @@ def memory_benchmark(
     device: str = "cpu",
 ) -> dict:
     """Rows of peak-memory growth per contender and saver; see the module docstring."""
+    unknown = set(peers) - {"timm"}
+    if unknown:
+        raise ValueError(f"peers: only timm is measured here, got {sorted(unknown)}")
+    if "timm" in peers:
+        import timm
+
+        if model_name not in timm.list_models("swinv2*"):
+            raise ValueError(f"timm has no {model_name}; give a timm-named model or --peers '' for this project alone")
     dev = torch.device(device)
     torch.manual_seed(0)
     ours = randomize_parameters(create_model(model_name, img_size=img_size, drop_path_rate=0.0)).to(dev).train()

@@ -144,6 +144,9 @@ def state_bytes(params: int, largest_block: int, strategy: str, world: int, amp:
     return out
 
 
+MAX_BATCH, MAX_SIDE = 65536, 32768  # far past any GPU; beyond them counting takes minutes or overflows
+
+
 def plan(
     model_name: str,
     img_size: int | None = None,
@@ -158,6 +161,11 @@ def plan(
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if world_size < 1 or batch_size < 1:
         raise ValueError(f"world size and batch size must be >= 1, got {world_size} and {batch_size}")
+    if batch_size > MAX_BATCH or (img_size or 0) > MAX_SIDE:
+        raise ValueError(
+            f"plans go up to {MAX_BATCH} images per rank and {MAX_SIDE} px (counting the activations runs the "
+            f"model's shapes window by window); got --batch-size {batch_size}, --img-size {img_size or 'default'}"
+        )
     if amp not in ("none", "bf16", "fp16"):
         raise ValueError(f"amp must be none, bf16 or fp16, got {amp!r}")
     overrides = {k: v for k, v in (("img_size", img_size), ("window_size", window_size)) if v is not None}

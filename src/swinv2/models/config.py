@@ -34,6 +34,24 @@ def check_stages(cfg) -> None:
             raise ValueError(f"stage {i}: width {cfg.embed_dim * 2**i} is not divisible by {heads} heads")
 
 
+def check_ranges(cfg) -> None:
+    """Counts, widths and rates of an image or video config within their meaningful ranges."""
+    problems = [
+        f"{name} must be >= {low}, got {getattr(cfg, name)}"
+        for name, low in (("num_classes", 0), ("in_chans", 1), ("embed_dim", 1), ("cpb_hidden", 1))
+        if hasattr(cfg, name) and getattr(cfg, name) < low
+    ]
+    problems += [f"depths must be >= 1 per stage, got {cfg.depths}"] if min(cfg.depths, default=1) < 1 else []
+    problems += [f"mlp_ratio must be > 0, got {cfg.mlp_ratio}"] if cfg.mlp_ratio <= 0 else []
+    problems += [
+        f"{name} must be in [0, 1), got {getattr(cfg, name)}"
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate")
+        if hasattr(cfg, name) and not 0 <= getattr(cfg, name) < 1
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def check_choices(cfg, **extra: tuple[str, tuple[str, ...]]) -> None:
     """The ablation switches (and ``extra`` ones, ``field=(value, allowed)``) take known values."""
     choices = {
@@ -94,6 +112,7 @@ class SwinV2Config:
 
     def _validate(self) -> None:
         check_stages(self)
+        check_ranges(self)
         if min(to_pair(self.window_size)) < 1 or min(to_pair(self.img_size)) < 1 or self.patch_size < 1:
             raise ValueError("img_size, window_size and patch_size must be >= 1")
         if any(min(to_pair(p)) < 0 for p in self.pretrained_window_sizes):

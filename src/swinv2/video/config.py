@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..fields import check_field_types, field_values
-from ..models.config import check_choices, check_stages, to_pair
+from ..models.config import check_choices, check_ranges, check_stages, to_pair
 
 MERGE_ORDERS = ("v2", "v1")  # patch merging: reduction then norm (SwinV2), or norm then reduction (Swin V1)
 Triple = tuple[int, int, int]
@@ -37,13 +37,13 @@ class VideoSwinV2Config:
 
     img_size: int | tuple[int, int] = 64
     num_frames: int = 8
-    patch_size: tuple[int, int, int] = (2, 4, 4)
+    patch_size: Triple | tuple[int, int] | int = (2, 4, 4)  # given as to_triple takes it, stored as (t, h, w)
     in_chans: int = 3
     num_classes: int = 400
     embed_dim: int = 96
     depths: tuple[int, ...] = (2, 2, 6, 2)
     num_heads: tuple[int, ...] = (3, 6, 12, 24)
-    window_size: tuple[int, int, int] = (8, 7, 7)
+    window_size: Triple | tuple[int, int] | int = (8, 7, 7)
     pretrained_window_sizes: int | tuple = 0
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
@@ -74,6 +74,7 @@ class VideoSwinV2Config:
 
     def _validate(self) -> None:
         check_stages(self)
+        check_ranges(self)
         if min(to_pair(self.img_size)) < 1:
             raise ValueError(f"img_size must be >= 1 (a clip's side in pixels), got {self.img_size!r}")
         if min(self.window_size) < 1 or min(self.patch_size) < 1 or self.num_frames < 1:

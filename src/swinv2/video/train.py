@@ -28,6 +28,7 @@ class VideoRecipe(TrainRecipe):
     STARTS_FROM = ("classify", "pretrain", "video")  # image weights are inflated
 
     model: str = "swinv2_video_pico_window4x8_64"
+    window_size: tuple[int, int] | int | None = None  # (time, space): --window-size sets the space
     num_frames: int | None = None  # None: the model's
     frame_stride: int = 2  # real videos: every n-th frame
     test_clips: int = 1  # real videos: temporal views at test time
