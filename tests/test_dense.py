@@ -316,6 +316,14 @@ def test_cli_train_eval_predict(scenes, tmp_path, capsys):
     assert (tmp_path / "pics" / "000000_segment.png").is_file()
     assert main(["detect", "eval", str(tmp_path / "missing")]) == 2
     assert "no run recipe" in capsys.readouterr().err
+    weights = (out / "model.safetensors").read_bytes()
+    for flags, message in ((["--json", str(out / "model.safetensors")], "expected a file name ending in .json"),
+                           (["--test-size", "0"], "expected a whole number >= 1, got 0"),
+                           (["--test-window", "-2"], "expected a whole number >= 1")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(["segment", "eval", str(out), *flags])
+        assert message in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == weights
 
 
 def test_prediction_pictures_of_different_sizes_tile_into_one_grid(tmp_path):
@@ -436,6 +444,13 @@ def _coco_file(tmp_path, change=None):
         (lambda c: c["annotations"][0].update(bbox=[1, 2, "3", 4]), r"is not 4 finite numbers"),
         (lambda c: c["annotations"][0].update(image_id=7), r"image_id 7 is not the id of any entry of 'images'"),
         (lambda c: c["images"][0].pop("file_name"), r"images\[0\] has no 'file_name'"),
+        (lambda c: c["images"][0].pop("height"), r"images\[0\] has no 'height'"),
+        (lambda c: c["images"][0].update(id="a"), r"images\[0\] has id 'a'; COCO ids are integers"),
+        (lambda c: c["annotations"][1].update(id=1), r"annotations\[0\] and \[1\] share the id 1"),
+        (lambda c: c["categories"].append({"id": 1, "name": "dup"}), r"categories\[0\] and \[1\] share the id 1"),
+        (lambda c: c["annotations"][0].update(bbox=[2, 2, 0, 10]), r"bbox \[2, 2, 0, 10\] has no area"),
+        (lambda c: c["annotations"][0].update(segmentation=[]), r"segmentation \[\] is neither polygons"),
+        (lambda c: c["annotations"][0].update(segmentation=[[1, 2, 3]]), r"is neither polygons"),
     ],
 )
 def test_malformed_coco_annotations_are_refused_by_entry(tmp_path, change, message):
@@ -606,3 +621,24 @@ def test_scenes_rebuild_replaces_a_bigger_build_and_refuses_bad_counts(tmp_path,
         assert f"argument {flag}: expected a whole number >= 1, got" in capsys.readouterr().err
     with pytest.raises(ValueError, match="scene counts must be >= 1"):
         SceneSpec(train_scenes=0)
+
+
+def test_scenes_never_rebuild_a_folder_they_did_not_write(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    (mine / "train" / "images").mkdir(parents=True)
+    (mine / "train" / "images" / "000000.png").write_bytes(b"someone's image")
+    (mine / "train" / "instances.json").write_text("{}")
+    assert main(["scenes", "--output", str(mine), "--size", "56", "--train", "2", "--test", "1"]) == 2
+    assert "holds files but no spec.json of a scenes build" in capsys.readouterr().err
+    assert (mine / "train" / "images" / "000000.png").read_bytes() == b"someone's image"
+    assert (mine / "train" / "instances.json").read_text() == "{}"
+
+
+def test_semantic_class_names_must_be_a_list_of_names(tmp_path):
+    from swinv2.dense.data import AnnotationError, read_semantic_classes
+
+    for text, message in (("[1, 2", "is not a JSON file"), ("[]", "is not a list of class names"),
+                          ('"abc"', "is not a list of class names")):  # fmt: skip
+        (tmp_path / "semantic_classes.json").write_text(text)
+        with pytest.raises(AnnotationError, match=message):
+            read_semantic_classes(tmp_path)

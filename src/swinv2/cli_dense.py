@@ -53,10 +53,22 @@ TEST_SIZE_HELP = {
 }
 
 
+def _json_path(text: str) -> str:
+    """An argparse type: a ``.json`` path that is not a folder, checked before the evaluation runs (and
+    never a run's weights, which ``--json RUN/model.safetensors`` used to overwrite)."""
+    if not text.endswith(".json"):
+        raise argparse.ArgumentTypeError(f"expected a file name ending in .json, got {text!r}")
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; expected a .json file name")
+    return text
+
+
 def _test_flags(task: str) -> dict:
+    from .cli import _positive
+
     return {
-        "test_size": (int, TEST_SIZE_HELP[task]),
-        "test_window": (int, "attention window at test time (default: the training window)"),
+        "test_size": (_positive, TEST_SIZE_HELP[task]),
+        "test_window": (_positive, "attention window at test time (default: the training window)"),
     }
 
 
@@ -140,7 +152,7 @@ def add_dense_commands(sub) -> None:
         p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
         if task == "segment":
             p.add_argument("--slide", action="store_true", help="sliding training-size windows, not whole images")
-        p.add_argument("--json", help="also write the scores to this file")
+        p.add_argument("--json", type=_json_path, help="also write the scores to this .json file")
         p.set_defaults(func=_eval, task=task)
 
         p = actions.add_parser("predict", help="draw predictions on image files")

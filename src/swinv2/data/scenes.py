@@ -55,6 +55,9 @@ class SceneSpec:
         return self.train_scenes if split == "train" else self.test_scenes
 
 
+BUILDING = ".scenes-building"  # present while a build writes the folder
+
+
 def default_scenes_dir(spec: SceneSpec) -> Path:
     return CACHE_DIR.parent / f"fashion-mnist-scenes-{spec.size}-s{spec.seed}"
 
@@ -68,10 +71,19 @@ def ensure_scenes(root: str | os.PathLike | None = None, spec: SceneSpec | None 
     wanted = json.dumps(spec.__dict__, sort_keys=True)
     if marker.is_file() and marker.read_text() == wanted:
         return root
-    marker.unlink(missing_ok=True)  # an interrupted rebuild must not pass for the earlier spec's folder
+    building = root / BUILDING
+    if root.is_dir() and any(root.iterdir()) and not (marker.is_file() or building.is_file()):
+        raise FileExistsError(
+            f"{root} holds files but no spec.json of a scenes build: it is not rebuilt (that would replace "
+            "its instances.json and numbered images); give a new or empty folder"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    building.write_text(wanted)  # an interrupted rebuild is ours to finish, never taken for a finished one
+    marker.unlink(missing_ok=True)
     remove_scenes(root)
     write_scenes(root, spec)
     marker.write_text(wanted)
+    building.unlink()
     return root
 
 

@@ -59,7 +59,15 @@ def find_split(root: str | os.PathLike, split: str, task: str) -> SplitPaths:
 def read_semantic_classes(root: str | os.PathLike) -> list[str] | None:
     """Names of the mask values from ``ROOT/semantic_classes.json``, if the dataset has one."""
     path = Path(root) / "semantic_classes.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        names = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path} is not a JSON file ({exc})") from exc
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise AnnotationError(f"{path}: {names!r:.80} is not a list of class names, one per mask value")
+    return names
 
 
 # ---------------------------------------------------------------------------------------------- detection
@@ -180,19 +188,26 @@ def check_coco(data: object, path: Path, masks: bool = True) -> None:
         raise AnnotationError(f"{path}: no {', '.join(repr(k) for k in missing)} list (COCO format needs all three)")
     if not data["categories"]:
         raise AnnotationError(f"{path}: 'categories' is empty; expected one entry per class")
-    image_ids = _ids(data["images"], "images", ("id", "file_name"), path)
+    image_ids = _ids(data["images"], "images", ("id", "file_name", "width", "height"), path)
     category_ids = _ids(data["categories"], "categories", ("id", "name"), path)
     for i, ann in enumerate(data["annotations"]):
         _check_annotation(ann, f"{path}: annotations[{i}]", image_ids, category_ids, masks)
+    _ids(data["annotations"], "annotations", ("id",), path)  # repeated ids: pycocotools keeps one of them
 
 
 def _ids(entries: list, kind: str, keys: tuple[str, ...], path: Path) -> set:
     """The ids of ``images`` or ``categories`` entries, each checked to have ``keys``."""
+    first: dict = {}
     for i, entry in enumerate(entries):
         absent = [k for k in keys if not isinstance(entry, dict) or k not in entry]
         if absent:
             raise AnnotationError(f"{path}: {kind}[{i}] has no {' or '.join(map(repr, absent))} ({entry!r:.120})")
-    return {entry["id"] for entry in entries}
+        if not isinstance(entry["id"], int) or isinstance(entry["id"], bool):
+            raise AnnotationError(f"{path}: {kind}[{i}] has id {entry['id']!r}; COCO ids are integers")
+        if entry["id"] in first:  # pycocotools would index one of them and lose the other silently
+            raise AnnotationError(f"{path}: {kind}[{first[entry['id']]}] and [{i}] share the id {entry['id']}")
+        first[entry["id"]] = i
+    return set(first)
 
 
 def _check_annotation(ann: object, where: str, image_ids: set, category_ids: set, masks: bool) -> None:
@@ -214,8 +229,27 @@ def _check_annotation(ann: object, where: str, image_ids: set, category_ids: set
     box = ann["bbox"]
     if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
         raise AnnotationError(f"{where}: bbox {box!r:.80} is not 4 finite numbers [x, y, width, height]")
+    if box[2] <= 0 or box[3] <= 0:
+        raise AnnotationError(f"{where}: bbox {box} has no area (width and height must be > 0)")
+    if masks and not _is_segmentation(ann["segmentation"]):
+        raise AnnotationError(
+            f"{where}: segmentation {ann['segmentation']!r:.80} is neither polygons (lists of >= 3 x, y pairs) "
+            "nor run-length encoding ({'size': [h, w], 'counts': ...})"
+        )
     ann.setdefault("iscrowd", 0)
     ann.setdefault("area", box[2] * box[3])
+
+
+def _is_segmentation(value: object) -> bool:
+    if isinstance(value, dict):
+        return "counts" in value and isinstance(value.get("size"), list) and len(value["size"]) == 2
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(_is_number(v) for v in p) for p in value
+        )
+    )
 
 
 def _is_number(value: object) -> bool:
