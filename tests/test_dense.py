@@ -393,6 +393,15 @@ def _tiny_segment(data, output, **kw) -> DenseRecipe:
     return DenseRecipe(task="segment", data=str(data), output=str(output), **{**settings, **kw})
 
 
+def test_a_batch_of_ignored_pixels_only_weighs_nothing(tmp_path):
+    root = _segmentation_data(tmp_path / "data", train=2, val=1)
+    for mask in (root / "train" / "masks").iterdir():
+        Image.fromarray(np.full((32, 32), 255, np.uint8)).save(mask)  # 255: ignore
+    summary = fit_dense(_tiny_segment(root, tmp_path / "run"), progress=False)  # NaN would stop the run
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["train_loss"] == 0.0 and summary["epochs"] == 1
+
+
 def test_segmentation_masks_of_wrong_size_or_values_are_named(tmp_path, capsys):
     from swinv2.dense.data import AnnotationError
 

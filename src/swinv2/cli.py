@@ -596,12 +596,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not out_of_memory(exc):
             raise
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        print(
-            f"swinv2 {args.command}: error: out of memory ({first}); a smaller --batch-size or --img-size, or "
-            "the memory savers (--grad-checkpointing, --sequential-attention), need less",
-            file=sys.stderr,
-        )
+        print(f"swinv2 {args.command}: error: out of memory ({first}); {memory_remedies(args)}", file=sys.stderr)
         return 2
+
+
+def memory_remedies(args: argparse.Namespace) -> str:
+    """The flags of this command that lower its memory."""
+    flags = [f"--{n.replace('_', '-')}" for n in ("batch_size", "img_size", "size", "test_size") if hasattr(args, n)]
+    savers = [f"--{n.replace('_', '-')}" for n in ("grad_checkpointing", "sequential_attention") if hasattr(args, n)]
+    text = f"a smaller {' or '.join(flags)} needs less" if flags else "smaller inputs need less"
+    return text + (f", as do the memory savers ({', '.join(savers)})" if savers else "")
 
 
 def out_of_memory(exc: BaseException) -> bool:

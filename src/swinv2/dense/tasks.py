@@ -215,7 +215,9 @@ class SegmentationTask(DenseTask):
 
     def loss(self, model: nn.Module, batch, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         images, masks = (t.to(device) for t in batch)
-        loss = F.cross_entropy(model(images), masks, ignore_index=IGNORE_INDEX)
+        # the mean over labelled pixels; a batch without one (crops of ignored regions) weighs 0, not NaN
+        labelled = (masks != IGNORE_INDEX).sum().clamp_min(1)
+        loss = F.cross_entropy(model(images), masks, ignore_index=IGNORE_INDEX, reduction="sum") / labelled
         return loss, {"loss_ce": loss.item()}
 
     def predict_logits(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
