@@ -287,6 +287,19 @@ def test_a_split_of_nothing_but_unreadable_files_is_refused_before_a_run_folder_
     assert f"of the {split} split of {data} could be read" in err and not out.exists()
 
 
+def test_a_symbolic_link_loop_in_the_data_is_named_not_walked_forever(tmp_path, capsys):
+    from swinv2.data.datasets import refuse_link_loops
+
+    data = tmp_path / "data"
+    broken_image_folder(data)
+    (data / "val" / "b" / "elsewhere").symlink_to(data / "train" / "a")  # a link across: fine
+    refuse_link_loops(data / "val")
+    (data / "train" / "a" / "loop").symlink_to("..")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--output", str(out), "--no-progress"]) == 2
+    assert "train/a/loop is a symbolic link back to" in capsys.readouterr().err and not out.exists()
+
+
 def test_decompression_bombs_are_unreadable_images_not_crashes(tmp_path, monkeypatch, capsys):
     from PIL import Image
 

@@ -72,11 +72,24 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
     return t[None] if channels == 1 else t.permute(2, 0, 1).contiguous()
 
 
+def refuse_link_loops(directory: Path) -> None:
+    """``ValueError`` naming a symbolic link that leads back to a folder above it: torchvision's
+    ImageFolder follows links and would walk such a loop forever. Links to folders elsewhere are fine."""
+    above: dict[str, frozenset[str]] = {}
+    for folder, _, _ in os.walk(directory, followlinks=True):
+        real = os.path.realpath(folder)
+        chain = above.get(os.path.dirname(folder), frozenset())
+        if real in chain:
+            raise ValueError(f"{folder} is a symbolic link back to {real}, a folder above it: remove the loop")
+        above[folder] = chain | {real}
+
+
 def image_folder(root: str | os.PathLike, split: str, transform: Callable | None, in_chans: int = 3) -> Dataset:
     """``root/split/<class>/*`` as a :class:`SkippingImageFolder`, with clear errors when empty."""
     directory = Path(root) / split
     if not directory.is_dir():
         raise FileNotFoundError(f"expected an image folder at {directory} (layout DIR/{split}/<class>/<image>)")
+    refuse_link_loops(directory)
     empty = [d.name for d in sorted(directory.iterdir()) if d.is_dir() and not any(p.is_file() for p in d.rglob("*"))]
     if empty:
         raise ValueError(f"{directory}: class folder(s) with no files: {', '.join(empty)}")
