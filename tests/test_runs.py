@@ -288,3 +288,10 @@ def test_model_configs_refuse_meaningless_sizes_and_rates():
     ):
         with pytest.raises(ValueError, match=message):
             create_model("swinv2_pico_window7_28", **kw)
+
+
+def test_plan_fit_gib_says_when_nothing_fits_and_refuses_a_size_beside_it(capsys):
+    assert main(["plan", "--model", "swinv2_pico_window7_28", "--fit-gib", "1e-9"]) == 0
+    assert "within 1e-09 GiB: none (even 128 px needs more)" in capsys.readouterr().out
+    assert main(["plan", "--model", "swinv2_pico_window7_28", "--fit-gib", "1", "--img-size", "64"]) == 2
+    assert "give it or --img-size, not both" in capsys.readouterr().err

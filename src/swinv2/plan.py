@@ -231,10 +231,12 @@ def format_plan(result: dict) -> str:
 
 def main(fit_gib: float | None = None, **kwargs) -> dict:
     if fit_gib is not None:
-        kwargs.pop("img_size", None)
+        if kwargs.pop("img_size", None) is not None:
+            raise ValueError("--fit-gib searches the image size: give it or --img-size, not both")
         best = largest_resolution(fit_gib, **kwargs)
         for name, side in best.items():
-            print(f"{name:<26} largest trainable image side within {fit_gib:g} GiB: {side} px")
+            shown = {0: "none (even 128 px needs more)", 8192: "8192 px or more (the search stops there)"}
+            print(f"{name:<26} largest trainable image side within {fit_gib:g} GiB: {shown.get(side, f'{side} px')}")
         print(json.dumps({"fit_gib": fit_gib, **kwargs, "largest_img_size": best}))
         return best
     result = plan(**kwargs)
