@@ -107,9 +107,12 @@ def test_pretrained_must_be_a_run_whose_weights_fit(runs):
         VideoRecipe(pretrained=str(runs["detect"]))
 
 
-def test_expect_run_lets_everything_else_through(tmp_path):
+def test_expect_run_lets_everything_else_through(runs, tmp_path):
     expect_run(None, ("classify",), "x")
     expect_run(tmp_path / "weights.safetensors", ("classify",), "x")  # not in a run folder: the loader decides
+    expect_run(runs["detect"] / "weights.pth", ("classify",), "x")  # a file the run did not write is its own
+    with pytest.raises(WrongRunError):
+        expect_run(runs["detect"] / "checkpoint-0001.pt", ("classify",), "x")
 
 
 def _train_from(weights, tmp_path, capsys, model: str = "swinv2_pico_window7_28") -> str:

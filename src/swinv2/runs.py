@@ -27,8 +27,11 @@ class WrongRunError(ValueError):
 
 
 def run_folder(path: str | os.PathLike) -> Path | None:
-    """The run folder ``path`` stands for: itself, or the folder of a weights / checkpoint file in it."""
+    """The run folder ``path`` stands for: itself, or the folder of the weights or a checkpoint a run wrote
+    (other files are their own: a ``weights.pth`` kept beside some run's config.json is not that run)."""
     path = Path(path)
+    if not path.is_dir() and path.name != "model.safetensors" and not path.name.startswith("checkpoint-"):
+        return None
     folder = path if path.is_dir() else path.parent
     return folder if (folder / "config.json").is_file() else None
 
