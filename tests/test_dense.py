@@ -458,6 +458,8 @@ def _coco_file(tmp_path, change=None):
         (lambda c: c["annotations"][1].update(id=1), r"annotations\[0\] and \[1\] share the id 1"),
         (lambda c: c["categories"].append({"id": 1, "name": "dup"}), r"categories\[0\] and \[1\] share the id 1"),
         (lambda c: c["annotations"][0].update(bbox=[2, 2, 0, 10]), r"bbox \[2, 2, 0, 10\] has no area"),
+        (lambda c: c["annotations"][0].update(bbox=[40, 2, 5, 5]), r"bbox \[40, 2, 5, 5\] lies outside its 32 x 32"),
+        (lambda c: c["annotations"][0].update(iscrowd=1), r"every annotation is a crowd region"),
         (lambda c: c["annotations"][0].update(segmentation=[]), r"segmentation \[\] is neither polygons"),
         (lambda c: c["annotations"][0].update(segmentation=[[1, 2, 3]]), r"is neither polygons"),
     ],

@@ -188,11 +188,14 @@ def check_coco(data: object, path: Path, masks: bool = True) -> None:
         raise AnnotationError(f"{path}: no {', '.join(repr(k) for k in missing)} list (COCO format needs all three)")
     if not data["categories"]:
         raise AnnotationError(f"{path}: 'categories' is empty; expected one entry per class")
-    image_ids = _ids(data["images"], "images", ("id", "file_name", "width", "height"), path)
+    _ids(data["images"], "images", ("id", "file_name", "width", "height"), path)
+    sizes = {image["id"]: (image["width"], image["height"]) for image in data["images"]}
     category_ids = _ids(data["categories"], "categories", ("id", "name"), path)
     for i, ann in enumerate(data["annotations"]):
-        _check_annotation(ann, f"{path}: annotations[{i}]", image_ids, category_ids, masks)
+        _check_annotation(ann, f"{path}: annotations[{i}]", sizes, category_ids, masks)
     _ids(data["annotations"], "annotations", ("id",), path)  # repeated ids: pycocotools keeps one of them
+    if data["annotations"] and all(ann.get("iscrowd") for ann in data["annotations"]):
+        raise AnnotationError(f"{path}: every annotation is a crowd region; there is no object to learn or score")
 
 
 def _ids(entries: list, kind: str, keys: tuple[str, ...], path: Path) -> set:
@@ -210,7 +213,7 @@ def _ids(entries: list, kind: str, keys: tuple[str, ...], path: Path) -> set:
     return set(first)
 
 
-def _check_annotation(ann: object, where: str, image_ids: set, category_ids: set, masks: bool) -> None:
+def _check_annotation(ann: object, where: str, sizes: dict, category_ids: set, masks: bool) -> None:
     if not isinstance(ann, dict):
         raise AnnotationError(f"{where} is {ann!r:.80}, expected an object")
     where = f"{where} (id {ann.get('id')!r})"
@@ -222,7 +225,7 @@ def _check_annotation(ann: object, where: str, image_ids: set, category_ids: set
             f"{where} has no 'segmentation': Mask R-CNN learns each object's mask (`--detector faster_rcnn` "
             "trains on boxes alone)"
         )
-    if ann["image_id"] not in image_ids:
+    if ann["image_id"] not in sizes:
         raise AnnotationError(f"{where}: image_id {ann['image_id']!r} is not the id of any entry of 'images'")
     if ann["category_id"] not in category_ids:
         raise AnnotationError(f"{where}: category_id {ann['category_id']!r} is not the id of any category")
@@ -231,6 +234,9 @@ def _check_annotation(ann: object, where: str, image_ids: set, category_ids: set
         raise AnnotationError(f"{where}: bbox {box!r:.80} is not 4 finite numbers [x, y, width, height]")
     if box[2] <= 0 or box[3] <= 0:
         raise AnnotationError(f"{where}: bbox {box} has no area (width and height must be > 0)")
+    width, height = sizes[ann["image_id"]]
+    if box[0] >= width or box[1] >= height or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
+        raise AnnotationError(f"{where}: bbox {box} lies outside its {width} x {height} image")
     if masks and not _is_segmentation(ann["segmentation"]):
         raise AnnotationError(
             f"{where}: segmentation {ann['segmentation']!r:.80} is neither polygons (lists of >= 3 x, y pairs) "
