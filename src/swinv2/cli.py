@@ -6,12 +6,11 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import NonFiniteLossError, RankLostError
+from .cli_errors import run_command
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -572,46 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        return args.func(args)
-    except (
-        ValueError,
-        FileNotFoundError,
-        FileExistsError,
-        NotADirectoryError,
-        NonFiniteLossError,
-        RankLostError,
-        OSError,  # permissions, a full disk, a read-only or special file system
-    ) as exc:
-        if isinstance(exc, BrokenPipeError):  # `swinv2 models | head`: the reader has what it wanted
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
-            return 0
-        print(f"swinv2 {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        resume = " (a run resumes from its last checkpoint with --resume DIR)" if hasattr(args, "resume") else ""
-        print(f"swinv2 {args.command}: interrupted{resume}", file=sys.stderr)
-        return 130
-    except (RuntimeError, MemoryError) as exc:
-        if not out_of_memory(exc):
-            raise
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        print(f"swinv2 {args.command}: error: out of memory ({first}); {memory_remedies(args)}", file=sys.stderr)
-        return 2
-
-
-def memory_remedies(args: argparse.Namespace) -> str:
-    """The flags of this command that lower its memory."""
-    flags = [f"--{n.replace('_', '-')}" for n in ("batch_size", "img_size", "size", "test_size") if hasattr(args, n)]
-    savers = [f"--{n.replace('_', '-')}" for n in ("grad_checkpointing", "sequential_attention") if hasattr(args, n)]
-    text = f"a smaller {' or '.join(flags)} needs less" if flags else "smaller inputs need less"
-    return text + (f", as do the memory savers ({', '.join(savers)})" if savers else "")
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """An allocation failure of the host (PyTorch's CPU allocator, numpy) or of a GPU."""
-    text = str(exc)
-    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+    return run_command(args)
 
 
 if __name__ == "__main__":
