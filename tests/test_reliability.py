@@ -555,13 +555,15 @@ def test_ctrl_c_ends_a_run_with_one_line_and_it_resumes(tmp_path):
     from faults import ENV
 
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_command(out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flags = ["--train-limit", "512", "--val-limit", "64", "--epochs", "3", "--batch-size", "64"]
+    command = train_command(out, flags)
+    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for(lambda: (out / "checkpoint-0001.pt.sha256").is_file() or proc.poll() is not None, 300)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert "swinv2 train: interrupted (a run resumes from its last checkpoint with --resume DIR)" in err
-    assert run(restart_command(out)).returncode == 0
+    assert run(restart_command(out, flags)).returncode == 0
 
 
 @needs_fmnist
