@@ -80,3 +80,9 @@ def hf_simmim(image_size: int, window_size: int) -> nn.Module:
         encoder_stride=8,
     )
     return randomize(transformers.Swinv2ForMaskedImageModeling(cfg))
+
+
+def drop_segmentations(coco: dict) -> None:
+    """A COCO dict as box-only datasets come: no ``segmentation`` in any annotation."""
+    for annotation in coco["annotations"]:
+        annotation.pop("segmentation")

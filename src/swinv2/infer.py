@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -94,15 +93,9 @@ def evaluate_classifier(
 def _run_data(path: str | Path) -> str | None:
     """The image folder a run (``path`` is its folder or weights) trained on, if it still exists; None
     (Fashion-MNIST) otherwise."""
-    from .runs import run_folder
+    from .runs import run_recipe
 
-    folder = run_folder(path)
-    if folder is None:
-        return None
-    try:
-        data = json.loads((folder / "config.json").read_text()).get("data")
-    except (OSError, ValueError):
-        return None
+    data = (run_recipe(path) or {}).get("data")
     return data if isinstance(data, str) and Path(data).is_dir() else None
 
 

@@ -36,9 +36,9 @@ def run_folder(path: str | os.PathLike) -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
-def run_kind(path: str | os.PathLike) -> str | None:
-    """The kind of run (a key of :data:`KINDS`) at ``path``; None for anything else (a weights file of
-    another origin, a ``save_pretrained`` folder, an unreadable recipe: their own loaders report those)."""
+def run_recipe(path: str | os.PathLike) -> dict | None:
+    """The recipe (config.json) of the run at ``path`` as written; None where there is no readable one or
+    it is a ``save_pretrained`` folder's model description."""
     folder = run_folder(path)
     if folder is None:
         return None
@@ -46,7 +46,14 @@ def run_kind(path: str | os.PathLike) -> str | None:
         fields = json.loads((folder / "config.json").read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(fields, dict) or "architecture" in fields or "model" not in fields:
+    return fields if isinstance(fields, dict) and "architecture" not in fields and "model" in fields else None
+
+
+def run_kind(path: str | os.PathLike) -> str | None:
+    """The kind of run (a key of :data:`KINDS`) at ``path``; None for anything else (a weights file of
+    another origin, a ``save_pretrained`` folder, an unreadable recipe: their own loaders report those)."""
+    fields = run_recipe(path)
+    if fields is None:
         return None
     if fields.get("task") in ("detect", "segment"):
         return fields["task"]

@@ -1,14 +1,19 @@
-"""Run folders of one command handed to another: each is refused by name, before any work or folder.
-Weights that would only partly initialise a model are refused instead of trained on."""
+"""Bad input at the boundary, each refused by name before any work or run folder: another command's run
+folder, weights that would only partly initialise a model, hand-edited recipes, data no loader could use,
+numbers a tool cannot honour; resource failures end in one line."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
+from faults import broken_image_folder
 from swinv2 import create_model
 from swinv2.checkpoint import save_weights
 from swinv2.cli import main
+from swinv2.data.datasets import UnreadableImage, read_image
 from swinv2.dense.recipe import DenseRecipe
 from swinv2.models.simmim import MaskGenerator
 from swinv2.runs import WrongRunError, expect_run, run_kind
@@ -230,8 +235,6 @@ def test_predict_names_a_folder_given_for_images(tmp_path, capsys):
 
 
 def test_eval_defaults_to_the_run_s_own_data_and_counts_what_it_read(tmp_path, capsys):
-    import json
-
     from PIL import Image
 
     data = tmp_path / "data"
@@ -298,3 +301,80 @@ def test_plan_fit_gib_says_when_nothing_fits_and_refuses_a_size_beside_it(capsys
     assert "within 1e-09 GiB: none (even 128 px needs more)" in capsys.readouterr().out
     assert main(["plan", "--model", "swinv2_pico_window7_28", "--fit-gib", "1", "--img-size", "64"]) == 2
     assert "give it or --img-size, not both" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- data and recipes
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_split_of_nothing_but_unreadable_files_is_refused_before_a_run_folder_exists(split, tmp_path, capsys):
+    data = tmp_path / "data"
+    broken_image_folder(data)
+    for image in (data / split).rglob("*.png"):
+        image.write_text("not an image\n")
+    for image in (data / split).rglob("*.jp*g"):
+        image.unlink()
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--img-size", "28", "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"of the {split} split of {data} could be read" in err and not out.exists()
+
+
+def test_a_symbolic_link_loop_in_the_data_is_named_not_walked_forever(tmp_path, capsys):
+    from swinv2.data.datasets import refuse_link_loops
+
+    data = tmp_path / "data"
+    broken_image_folder(data)
+    (data / "val" / "b" / "elsewhere").symlink_to(data / "train" / "a")  # a link across: fine
+    refuse_link_loops(data / "val")
+    (data / "train" / "a" / "loop").symlink_to("..")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--output", str(out), "--no-progress"]) == 2
+    assert "train/a/loop is a symbolic link back to" in capsys.readouterr().err and not out.exists()
+
+
+def test_decompression_bombs_are_unreadable_images_not_crashes(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    picture = tmp_path / "bomb.png"
+    Image.new("L", (64, 64)).save(picture)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses images over twice its limit
+    with pytest.raises(UnreadableImage, match="decompression bomb"):
+        read_image(picture)
+    create_model("swinv2_pico_window7_28").save_pretrained(tmp_path / "model")
+    assert main(["predict", str(tmp_path / "model"), str(picture)]) == 2
+    assert "bomb.png is not a readable image" in capsys.readouterr().err
+
+
+def test_running_out_of_memory_is_an_error_naming_the_remedies(tmp_path, capsys):
+    """A real allocation failure: 10^8 px images need ~10^16 bytes, past any address space, so the
+    allocator refuses at once (no overcommit setting lets it through)."""
+    from PIL import Image
+
+    create_model("swinv2_pico_window7_28").save_pretrained(tmp_path / "model")
+    Image.new("L", (28, 28)).save(tmp_path / "a.png")
+    assert main(["predict", str(tmp_path / "model"), str(tmp_path / "a.png"), "--img-size", "100000000"]) == 2
+    err = capsys.readouterr().err
+    assert "error: out of memory (" in err and "a smaller --img-size needs less" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"epochs": None}, "epochs is None, expected int"),
+        ({"seed": "x"}, "seed is 'x', expected int"),
+        ({"model_overrides": []}, "model_overrides is [], expected dict"),
+        ({"data": 5}, "data is 5, expected str | None"),
+        ({"lr": True}, "lr is True, expected float"),
+        ({"pretrained_window_sizes": 7}, "pretrained_window_sizes is 7, expected tuple[int, ...] | None"),
+        ({"model_overrides": {"embed_dim": "16"}}, "model config: embed_dim is '16', expected int"),
+    ],
+)
+def test_a_hand_edited_recipe_of_wrong_types_is_refused_by_field(tmp_path, capsys, edit, message):
+    out = tmp_path / "run"
+    out.mkdir()
+    TrainRecipe(output=str(out)).save(out / "config.json")
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, **edit}))
+    (out / "checkpoint-0001.pt").write_bytes(b"")  # resume reads the recipe first; a bad one stops there
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
