@@ -90,14 +90,12 @@ class DetectionTask(DenseTask):
     metrics = ("map50", "map")
 
     def train_dataset(self) -> Dataset:
-        masks = self.recipe.detector == "mask_rcnn"
-        train = CocoDetectionData(find_split(self.root, "train", "detect"), detection_transforms(True), masks)
+        train = CocoDetectionData(find_split(self.root, "train", "detect"), detection_transforms(True), self.masks)
         self.classes = train.classes
         return train.subset(self.recipe.train_limit)
 
     def val_dataset(self) -> Dataset:
-        masks = self.recipe.detector == "mask_rcnn"
-        val = CocoDetectionData(find_split(self.root, "val", "detect"), detection_transforms(False), masks)
+        val = CocoDetectionData(find_split(self.root, "val", "detect"), detection_transforms(False), self.masks)
         if val.classes != self.classes:
             # the model's labels follow train's categories and scoring maps them back through val's: any
             # difference would score correct boxes as wrong, silently
@@ -108,6 +106,11 @@ class DetectionTask(DenseTask):
         return val.subset(self.recipe.val_limit)
 
     collate = staticmethod(collate_detection)
+
+    @property
+    def masks(self) -> bool:
+        """Whether the detector learns masks (box detectors read box-only COCO files)."""
+        return self.recipe.detector == "mask_rcnn"
 
     def build_model(self) -> nn.Module:
         r = self.recipe

@@ -102,13 +102,10 @@ def create_video_model(
 
 def refuse_partial_load(model: VideoSwinV2, pretrained: str | os.PathLike) -> VideoSwinV2:
     """``model`` if every weight of ``pretrained`` found its place (a head re-created for another class
-    count, resized tables and adapted input channels are fine); else ``ValueError`` with the load report,
-    since training on the randomly initialised remainder (say a patch embedding of another patch size)
-    would silently waste the pretraining."""
-    report = model.load_report
-    if report.mismatched or report.missing:
-        raise ValueError(
-            f"{pretrained} does not fit video model (patch {model.cfg.patch_size}, window {model.cfg.window_size}): "
-            f"{report.summary()}; pick a model with the checkpoint's patch size and widths"
-        )
+    count, resized tables and adapted input channels are fine); else the ``ValueError`` of
+    :func:`~swinv2.checkpoint.refuse_partial_start`, as for image runs."""
+    from ..checkpoint import refuse_partial_start
+
+    where = f"video model (patch {model.cfg.patch_size}, window {model.cfg.window_size})"
+    refuse_partial_start(model.load_report, pretrained, where)
     return model
