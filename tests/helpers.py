@@ -59,6 +59,11 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
+def blocks(model: SwinV2) -> int:
+    """Transformer blocks in all stages of ``model``."""
+    return sum(len(stage.blocks) for stage in model.stages)
+
+
 def diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """(max, mean) absolute difference, printed by every parity test."""
     d = (a.double() - b.double()).abs()  # float64 results keep their small differences

@@ -1,19 +1,21 @@
-"""Linear layers of CPU inference through oneDNN, with the MLP's GELU fused into its first layer.
+"""Linear layers on a CPU through oneDNN: inference with the MLP's GELU fused in, and fp32 training.
 
 PyTorch's ``F.linear`` on a CPU copies the bias into the output and then runs the matrix product over
 it, and GELU is a separate pass over the MLP's 4x-wide hidden tensor (slow for the exact erf form). oneDNN,
-which PyTorch ships, adds the bias and applies GELU inside the product. Measured on this project's
-2-core AVX-512 CPU at SwinV2-T's stage-1 MLP shapes: linear + GELU 68 -> 42 ms in fp32 and 32 -> 11 ms
-in bf16; ``benchmarks/speed.sh`` has the whole-model figures. It is the kernel inductor itself uses when
-it freezes a model for CPU inference.
+which PyTorch ships, adds the bias and applies GELU inside the product. Its fp32 products also run at
+up to 460 GFLOP/s on this project's 2-core AMD Zen 5, where PyTorch's fp32 products (MKL) reach 210:
+training takes oneDNN too, through :class:`_OneDnnLinear`, whose backward pass runs the input and weight
+gradients on it (bf16 products, autocast's included, reach oneDNN through PyTorch already).
+``benchmarks/speed.sh`` has the whole-model figures. It is the kernel inductor itself uses when it freezes
+a model for CPU inference.
 
-The oneDNN kernel has no autograd formula and is not part of any export format, so :func:`linear` takes it
-only in plain eager inference; training, autograd (forward mode and functorch transforms included),
-``torch.compile`` / export / tracing, Python dispatch modes (FLOP counters, fake tensors), autocast,
-``torch.backends.mkldnn.flags(enabled=False)``, other devices, tensor subclasses, hooks on the layer and
-subclasses of ``nn.Linear`` get ``F.linear`` (and ``F.gelu``). The attention's qkv projection passes its
-weight with the q / zero / v bias directly, as every SwinV2 implementation does, so hooks on ``attn.qkv``
-do not run on any path. :func:`use_onednn` (process-wide, not per thread) switches the kernel off.
+The oneDNN kernel is not part of any export format and has no forward-mode or functorch rules, so
+autograd's forward mode and functorch transforms, ``torch.compile`` / export / tracing, Python dispatch
+modes (FLOP counters, fake tensors), autocast, ``torch.backends.mkldnn.flags(enabled=False)``, other
+devices, tensor subclasses, hooks on the layer and subclasses of ``nn.Linear`` get ``F.linear`` (and
+``F.gelu``). The attention's qkv projection passes its weight with the q / zero / v bias directly, as every
+SwinV2 implementation does, so hooks on ``attn.qkv`` do not run on any path. :func:`use_onednn`
+(process-wide, not per thread) switches the kernel off.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from torch import nn
 
 _enabled = True
 _failed: set[torch.dtype] = set()  # dtypes whose kernel raised on this machine
+# Below this many features on both sides a weight gradient runs on PyTorch's product (linear_weight_grad).
+ONEDNN_MIN_GRAD_FEATURES = 192
 
 
 @contextlib.contextmanager
@@ -52,8 +56,21 @@ def _kernel_available(dtype: torch.dtype) -> bool:
 
 
 def _eligible(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether this call may run the oneDNN kernel (see the module docstring)."""
-    if not _enabled or torch.is_grad_enabled() or not _plain_operands(x, weight, bias):
+    """Whether this call may run the oneDNN kernel directly: nothing for autograd to record."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return False
+    return _kernel_allowed(x, weight, bias)
+
+
+def _trainable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether this call may run the oneDNN kernel with :class:`_OneDnnLinear`'s backward: fp32 only, as
+    PyTorch's own bf16 products already run on oneDNN."""
+    return x.dtype == torch.float32 and _kernel_allowed(x, weight, bias)
+
+
+def _kernel_allowed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """The checks of the module docstring other than autograd's."""
+    if not _enabled or not _plain_operands(x, weight, bias):
         return False
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
@@ -108,22 +125,81 @@ def _kernel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ge
 
 
 def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``layer(x)``, through oneDNN in eligible CPU inference (plain ``nn.Linear`` only: a subclass or a
+    """``layer(x)``, through oneDNN on eligible CPU calls (plain ``nn.Linear`` only: a subclass or a
     swapped-in module, quantised or adapted, runs its own forward)."""
-    if type(layer) is nn.Linear and not _hooked(layer) and _eligible(x, layer.weight, layer.bias):
-        out = _kernel(x, layer.weight, layer.bias, gelu=False)
+    if type(layer) is nn.Linear and not _hooked(layer):
+        out = _onednn_linear(x, layer.weight, layer.bias)
         if out is not None:
             return out
     return layer(x)
 
 
 def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``, through oneDNN in eligible CPU inference."""
+    """``F.linear(x, weight, bias)``, through oneDNN on eligible CPU calls."""
+    out = _onednn_linear(x, weight, bias)
+    return F.linear(x, weight, bias) if out is None else out
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """oneDNN's product, recorded for autograd where it needs to be; None where it may not run."""
     if _eligible(x, weight, bias):
+        return _kernel(x, weight, bias, gelu=False)
+    if _trainable(x, weight, bias):
+        return _OneDnnLinear.apply(x, weight, bias)
+    return None
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    """``F.linear`` for fp32 CPU training with all three products on oneDNN (see :func:`linear_input_grad`
+    and :func:`linear_weight_grad` for the backward pass). It saves what ``F.linear`` saves, the input
+    and the weight. A double backward (``create_graph=True``) runs PyTorch's differentiable products."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
         out = _kernel(x, weight, bias, gelu=False)
+        return F.linear(x, weight, bias) if out is None else out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad
+        flat = grad.reshape(-1, grad.shape[-1])
+        grad_x = linear_input_grad(grad, weight) if need_x else None
+        grad_weight = linear_weight_grad(flat, x.reshape(-1, x.shape[-1])) if need_weight else None
+        grad_bias = flat.sum(0) if need_bias and ctx.has_bias else None
+        return grad_x, grad_weight, grad_bias
+
+
+def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` for ``a`` ``(..., K)`` and ``b`` ``(N, K)``, on oneDNN where it may run; PyTorch's
+    differentiable product under grad mode (a double backward records it)."""
+    if not torch.is_grad_enabled() and _kernel_allowed(a, b, None):
+        out = _kernel(a, b, None, gelu=False)
         if out is not None:
             return out
-    return F.linear(x, weight, bias)
+    return a @ b.t()
+
+
+def linear_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The gradient of a linear layer's input, ``grad @ weight``."""
+    return _product(grad, weight.t())  # a view: oneDNN reads it as fast as a copy
+
+
+def linear_weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The gradient of a linear layer's weight, ``grad.T @ x`` for ``grad`` ``(M, N)`` and ``x`` ``(M, K)``.
+
+    oneDNN reduces over the M tokens fast when the wider of the two feature counts is its output's rows;
+    where both are narrow (SwinV2-T's stage-1 projection, 96 x 96 over 32768 tokens) PyTorch's product is
+    faster (96 and 128: 172 / 173 vs 117 / 149 GFLOP/s over 32768 tokens; 192: 183 vs 212). Measured per
+    shape in docs/results.md."""
+    n, k = grad.shape[1], x.shape[1]
+    if max(n, k) < ONEDNN_MIN_GRAD_FEATURES:
+        return grad.t() @ x
+    if n > k:
+        return _product(x.t(), grad.t()).t().contiguous()
+    return _product(grad.t(), x.t())
 
 
 def linear_gelu(x: torch.Tensor, layer: nn.Linear, act: nn.Module) -> torch.Tensor:

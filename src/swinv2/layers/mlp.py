@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .linear import linear, linear_gelu
+from .linear import linear, linear_gelu, linear_input_grad, linear_weight_grad, linear_weights
 
 # ``sequential=True`` sizes token chunks so that one chunk's hidden activations hold at most this many
 # elements (16 MiB in fp32): SwinV2-T's stage 1 at 1024 px (65,536 tokens, 384 hidden) runs in 7 chunks.
@@ -39,10 +39,10 @@ class Mlp(nn.Module):
 
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.recompute_gelu and torch.is_grad_enabled() and not (self.training and self.drop1.p > 0):
-            return self.drop2(GeluLinear.apply(self.fc1(x), self.fc2.weight, self.fc2.bias))
+            return self.drop2(GeluLinear.apply(linear(x, self.fc1), self.fc2.weight, self.fc2.bias))
         if not self.training:  # dropouts are identities; GELU fuses into fc1 in CPU inference
             return linear(linear_gelu(x, self.fc1, self.act), self.fc2)
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+        return self.drop2(linear(self.drop1(self.act(linear(x, self.fc1))), self.fc2))
 
     def chunk_tokens(self) -> int | None:
         """Tokens per chunk, or None when the MLP runs on all tokens at once."""
@@ -83,17 +83,17 @@ class GeluLinear(torch.autograd.Function):
         ctx.save_for_backward(hidden, weight, bias)
         with torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext():
             activated, w, b = _cast(F.gelu(hidden), weight, bias, ctx.cast)
-            return F.linear(activated, w, b)
+            return linear_weights(activated, w, b)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         hidden, weight, bias = ctx.saved_tensors
         activated, w, _ = _cast(F.gelu(hidden), weight, None, ctx.cast)
         flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_weight = (flat_grad.t() @ activated.reshape(-1, activated.shape[-1])).to(weight.dtype)
+        grad_weight = linear_weight_grad(flat_grad, activated.reshape(-1, activated.shape[-1])).to(weight.dtype)
         grad_bias = None if bias is None else flat_grad.sum(0).to(bias.dtype)
         del activated
-        grad_hidden = (grad_out @ w).to(hidden.dtype)
+        grad_hidden = linear_input_grad(grad_out, w).to(hidden.dtype)
         # GELU's derivative applied in place: no third hidden-width tensor next to hidden and its gradient
         torch.ops.aten.gelu_backward.grad_input(grad_hidden, hidden, grad_input=grad_hidden)
         return grad_hidden, grad_weight, grad_bias
