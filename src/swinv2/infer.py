@@ -75,8 +75,8 @@ def evaluate_classifier(
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
     model, info = load_classifier(path, img_size, window_size)
-    data = data if data is not None else _run_data(path)
-    val, names, batch_transform = _validation_split(data, model, info["preprocessing"], limit)
+    data = data if data is not None else run_data(path)
+    val, names, batch_transform = validation_split(data, model, info["preprocessing"], limit)
     val = _in_model_classes(val, names, model)
     dev = resolve_device(device)
     model = model.to(dev, getattr(torch, dtype))
@@ -90,7 +90,7 @@ def evaluate_classifier(
     return result
 
 
-def _run_data(path: str | Path) -> str | None:
+def run_data(path: str | Path) -> str | None:
     """The image folder a run (``path`` is its folder or weights) trained on, if it still exists; None
     (Fashion-MNIST) otherwise."""
     from .runs import run_recipe
@@ -99,7 +99,7 @@ def _run_data(path: str | Path) -> str | None:
     return data if isinstance(data, str) and Path(data).is_dir() else None
 
 
-def _validation_split(data: str | None, model: SwinV2, prep, limit: int | None):
+def validation_split(data: str | None, model: SwinV2, prep, limit: int | None):
     """``(dataset, class names, batch transform)``: Fashion-MNIST's test set as raw uint8 batches normalised
     on the device, or ``data/val`` read through ``prep``'s transform."""
     from .data import (
