@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from helpers import needs_fmnist, randomize
+from swinv2 import create_model
 from swinv2.bench import INPUT_ROUNDING, _runner, benchmark, build_contenders, format_table, peak_memory
 from test_cli import run
 
@@ -65,3 +67,27 @@ def test_bench_cli_ends_with_one_json_line():
     for flag in ("--rounds", "--agreement-inputs"):
         bad = run("bench", flag, "0")
         assert bad.returncode == 2 and flag in bad.stderr and "expected a whole number >= 1, got 0" in bad.stderr
+
+
+@needs_fmnist
+def test_bf16_agreement_script_measures_the_saved_model(tmp_path):
+    import copy
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = randomize(create_model("swinv2_pico_window7_28", num_classes=10, in_chans=1)).eval()
+    model.save_pretrained(tmp_path / "run")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bf16_agreement.py"
+    args = [str(tmp_path / "run"), "--random-inputs", "64", "--seed", "3", "--batch-size", "500"]
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["validation_images"]["bf16"]["inputs"] == 10000
+    noise = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        expected = (copy.deepcopy(model).bfloat16()(noise.bfloat16()).argmax(1) == model(noise).argmax(1)).float()
+    measured = result["random_inputs"]["bf16"]
+    assert measured["inputs"] == 64 and measured["agreement"] == pytest.approx(expected.mean().item())
+    bad = subprocess.run([sys.executable, str(script), args[0], "--random-inputs", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--random-inputs" in bad.stderr
