@@ -262,3 +262,18 @@ def test_gelu_recomputation_comes_with_checkpointing_and_has_its_own_switch():
     model.set_recompute_gelu(True, stages=[3])  # a step without checkpointing may take it alone
     assert [all(b.mlp.recompute_gelu for b in s.blocks) for s in model.stages] == [False, False, False, True]
     assert not any(s.grad_checkpointing for s in model.stages)
+
+
+def test_gelu_recomputation_supports_double_backward():
+    """With create_graph=True ``GeluLinear`` applies GELU's derivative out of place, so it is differentiated."""
+    torch.manual_seed(0)
+    mlp = randomize(mlp_module.Mlp(64, 256)).train()
+    x = torch.randn(3, 10, 64, requires_grad=True)
+
+    def second_order(recompute: bool) -> tuple[torch.Tensor, ...]:
+        mlp.recompute_gelu = recompute
+        (first,) = torch.autograd.grad(mlp(x).pow(2).sum(), x, create_graph=True)
+        return torch.autograd.grad(first.pow(2).sum(), (x, mlp.fc1.weight, mlp.fc2.weight, mlp.fc2.bias))
+
+    for mine, ref in zip(second_order(True), second_order(False), strict=True):
+        torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())

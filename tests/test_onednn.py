@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from helpers import blocks, diff, randomize, tiny
 from swinv2.layers import linear as linear_module
-from swinv2.layers.linear import _kernel_available, linear, linear_weight_grad, use_onednn
+from swinv2.layers.linear import _kernel_available, linear, linear_weight_grad, linear_weights, use_onednn
 
 ONEDNN_OP = "mkldnn::_linear_pointwise"
 needs_onednn = pytest.mark.skipif(not _kernel_available(torch.float32), reason="PyTorch built without oneDNN")
@@ -276,3 +277,38 @@ def test_a_failing_onednn_kernel_in_training_falls_back_with_one_warning(monkeyp
     assert torch.equal(loss, loss_ref)
     for name, ref in grads_ref.items():
         torch.testing.assert_close(grads[name], ref, msg=name)
+
+
+@needs_onednn
+def test_strided_biases_and_empty_reductions_never_reach_the_kernel(monkeypatch):
+    monkeypatch.setattr(linear_module, "_failed", set())
+    weight, x = torch.randn(48, 64), torch.randn(5, 64)
+    for bias in (torch.randn(96)[::2], torch.randn(1).expand(48)):  # the kernel would read them as dense
+        for needs_grad in (False, True):
+            inp = x.clone().requires_grad_(needs_grad)
+            torch.testing.assert_close(linear_weights(inp, weight, bias), F.linear(inp, weight, bias))
+    layer = torch.nn.Linear(200, 224)
+    linear(torch.randn(0, 200, requires_grad=True), layer).sum().backward()  # zero tokens: a sum of no terms
+    assert torch.equal(layer.weight.grad, torch.zeros_like(layer.weight))
+    with torch.no_grad():
+        assert linear(torch.randn(3, 0), torch.nn.Linear(0, 4, bias=False)).shape == (3, 4)
+    assert not linear_module._failed, "the kernel stays on: none of these calls reached it"
+
+
+@needs_onednn
+def test_training_path_saves_only_what_f_linear_saves():
+    """A frozen layer behind trainable ones keeps its weight, not its input, for the backward pass."""
+    layer = torch.nn.Linear(256, 320)
+
+    def saved(on: bool, x: torch.Tensor) -> list[tuple[int, ...]]:
+        shapes = []
+        pack = lambda t: shapes.append(tuple(t.shape)) or t  # noqa: E731
+        with use_onednn(on), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            linear(x, layer)
+        return shapes
+
+    for weight_grad, input_grad in ((False, True), (True, False), (True, True)):
+        layer.requires_grad_(weight_grad)
+        x = torch.randn(4, 100, 256, requires_grad=input_grad)
+        mine, theirs = saved(True, x), saved(False, x)
+        assert sum(math.prod(s) for s in mine) == sum(math.prod(s) for s in theirs), (mine, theirs)

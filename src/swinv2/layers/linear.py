@@ -95,9 +95,9 @@ def _plain_operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         return False
     if any(t.device.type != "cpu" or t.dtype != x.dtype for t in operands):
         return False
-    if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
-        return False
-    return bias is None or tuple(bias.shape) == (weight.shape[0],)
+    if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1] or x.shape[-1] == 0:
+        return False  # oneDNN builds no product over zero terms (a weight gradient of zero tokens)
+    return bias is None or (tuple(bias.shape) == (weight.shape[0],) and bias.is_contiguous())  # read as dense
 
 
 def _hooked(*modules: nn.Module) -> bool:
@@ -151,12 +151,14 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 class _OneDnnLinear(torch.autograd.Function):
     """``F.linear`` for fp32 CPU training with all three products on oneDNN (see :func:`linear_input_grad`
-    and :func:`linear_weight_grad` for the backward pass). It saves what ``F.linear`` saves, the input
-    and the weight. A double backward (``create_graph=True``) runs PyTorch's differentiable products."""
+    and :func:`linear_weight_grad` for the backward pass). It saves what ``F.linear`` saves: the input
+    where the weight needs a gradient, the weight where the input does. A double backward
+    (``create_graph=True``) runs PyTorch's differentiable products."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
+        needs_x, needs_weight = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None)  # as F.linear keeps
         ctx.has_bias = bias is not None
         out = _kernel(x, weight, bias, gelu=False)
         return F.linear(x, weight, bias) if out is None else out

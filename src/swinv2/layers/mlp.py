@@ -94,6 +94,8 @@ class GeluLinear(torch.autograd.Function):
         grad_bias = None if bias is None else flat_grad.sum(0).to(bias.dtype)
         del activated
         grad_hidden = linear_input_grad(grad_out, w).to(hidden.dtype)
+        if torch.is_grad_enabled():  # a double backward records this pass: out of place, differentiable
+            return torch.ops.aten.gelu_backward(grad_hidden, hidden), grad_weight, grad_bias
         # GELU's derivative applied in place: no third hidden-width tensor next to hidden and its gradient
         torch.ops.aten.gelu_backward.grad_input(grad_hidden, hidden, grad_input=grad_hidden)
         return grad_hidden, grad_weight, grad_bias
