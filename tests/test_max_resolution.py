@@ -61,3 +61,12 @@ def test_cli_rejects_unknown_saver_sets_and_a_cpu_run_without_a_cap(capsys):
     assert "unknown saver set(s) ['zram']" in capsys.readouterr().err
     assert main([*base, "--savers", "none"]) == 2
     assert "capacity_gib is required" in capsys.readouterr().err
+
+
+def test_cli_fails_when_no_side_fits_under_the_cap(capsys):
+    """A cap below the smallest step's needs is a failed search, not a result of 0 px."""
+    args = ["--model", "swinv2_test_window4_32", "--device", "cpu", "--savers", "none", "--capacity-gib", "1e-6"]
+    assert main(["bench-max-res", *args, "--step", "32", "--start", "64", "--budget-s", "30"]) == 1
+    out, err = capsys.readouterr()
+    assert "no side fitted" in out and "largest      0 px" not in out
+    assert "no side fitted within the capacity, down to 32 px" in err and "--capacity-gib" in err

@@ -234,11 +234,12 @@ def _bench_memory(args: argparse.Namespace) -> int:
 
 def _bench_max_res(args: argparse.Namespace) -> int:
     from .max_resolution import main as run_search
+    from .max_resolution import nothing_fitted
     from .train.loop import resolve_device
 
     resolve_device(args.device)
 
-    run_search(
+    result = run_search(
         model_name=args.model,
         window_size=args.window_size,
         savers=tuple(args.savers.split(",")),
@@ -249,6 +250,10 @@ def _bench_max_res(args: argparse.Namespace) -> int:
         budget_s=args.budget_s,
         isolate=args.isolate,
     )
+    failure = nothing_fitted(result)
+    if failure:
+        print(f"swinv2 bench-max-res: error: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -225,7 +225,23 @@ def _row_line(row: dict) -> str:
         + (f" {t['peak_gib']:.1f}G" if t["peak_gib"] else "")
         for t in row["trials"]
     )
+    if not row["largest_side"]:
+        return f"{row['savers']:<36} no side fitted  [{tried}]"
     return f"{row['savers']:<36} largest {row['largest_side']:>6} px (next {row['first_failing_side']})  [{tried}]"
+
+
+def nothing_fitted(result: dict) -> str | None:
+    """Why no saver set found a side that trains within the cap, or None where one did."""
+    rows = result["rows"]
+    if any(row.get("largest_side") for row in rows):
+        return None
+    smallest = min((t["side"] for row in rows for t in row.get("trials", ())), default=None)
+    if smallest is None:
+        return "no saver set could be measured"
+    return (
+        f"no side fitted within the capacity, down to {smallest} px: lower --start or --step, "
+        "raise --capacity-gib, or give the search more --budget-s"
+    )
 
 
 CLI_FLAGS = {  # largest_resolution's keyword -> `swinv2 bench-max-res` flag
