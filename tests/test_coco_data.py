@@ -51,6 +51,7 @@ def _coco_file(tmp_path, change=None):
         (lambda c: c["annotations"][0].update(bbox=[2, 2, 0, 10]), r"bbox \[2, 2, 0, 10\] has no area"),
         (lambda c: c["annotations"][0].update(bbox=[40, 2, 5, 5]), r"bbox \[40, 2, 5, 5\] lies outside its 32 x 32"),
         (lambda c: c["annotations"][0].update(iscrowd=1), r"every annotation is a crowd region"),
+        (lambda c: c.update(annotations=[]), r"'annotations' is empty; there is no object to learn or score"),
         (lambda c: c["annotations"][0].update(segmentation=[]), r"segmentation \[\] is neither polygons"),
         (lambda c: c["annotations"][0].update(segmentation=[[1, 2, 3]]), r"is neither polygons"),
     ],

@@ -194,7 +194,9 @@ def check_coco(data: object, path: Path, masks: bool = True) -> None:
     for i, ann in enumerate(data["annotations"]):
         _check_annotation(ann, f"{path}: annotations[{i}]", sizes, category_ids, masks)
     _ids(data["annotations"], "annotations", ("id",), path)  # repeated ids: pycocotools keeps one of them
-    if data["annotations"] and all(ann.get("iscrowd") for ann in data["annotations"]):
+    if not data["annotations"]:
+        raise AnnotationError(f"{path}: 'annotations' is empty; there is no object to learn or score")
+    if all(ann.get("iscrowd") for ann in data["annotations"]):
         raise AnnotationError(f"{path}: every annotation is a crowd region; there is no object to learn or score")
 
 
