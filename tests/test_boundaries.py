@@ -5,6 +5,7 @@ numbers a tool cannot honour; resource failures end in one line."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -378,3 +379,17 @@ def test_a_hand_edited_recipe_of_wrong_types_is_refused_by_field(tmp_path, capsy
     assert main(["train", "--resume", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be created")
+def test_writing_where_no_file_can_go_is_a_one_line_error_naming_the_path(tmp_path, capsys):
+    run = _saved_run(tmp_path)
+    target = "/proc/swinv2-cannot-write"
+    commands = [
+        ["convert", str(run), f"{target}.safetensors"],
+        ["export", "--checkpoint", str(run), "--format", "torchscript", "--output", f"{target}.pt"],
+    ]
+    for command in commands:
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error:" in err and target in err, err

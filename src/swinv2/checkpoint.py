@@ -86,8 +86,21 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
     path = Path(path)
     make_parent(path)
     tmp = path.with_name(path.name + ".tmp")
+    check_writable(path)
     save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Open ``path`` for writing once, so a place no file can go fails with Python's ``OSError`` naming it
+    (safetensors' and PyTorch's writers raise their own errors, without the path), and before the work
+    whose result would go there. A file that was not there before is removed again."""
+    path = Path(path)
+    existed = path.exists()
+    with open(path, "ab"):
+        pass
+    if not existed:
+        path.unlink()
 
 
 def make_parent(path: str | os.PathLike) -> None:

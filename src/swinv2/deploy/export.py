@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import make_parent
+from ..checkpoint import check_writable, make_parent
 from ..models.config import to_pair
 from .hub import description
 
@@ -58,6 +58,7 @@ def export_model(
     model = model.eval()
     output = Path(output)
     make_parent(output)
+    check_writable(output)
     example = _images(model, 2, seed)  # batch 2: tracing at 1 would specialise the batch dimension to 1
     info = {k: json.dumps(v) for k, v in description(model).items()}
     if fmt == "onnx":
