@@ -235,12 +235,11 @@ def nothing_fitted(result: dict) -> str | None:
     rows = result["rows"]
     if any(row.get("largest_side") for row in rows):
         return None
-    smallest = min((t["side"] for row in rows for t in row.get("trials", ())), default=None)
-    if smallest is None:
-        return "no saver set could be measured"
+    sides = [t["side"] for row in rows for t in row.get("trials", ())]  # a row that failed to run has none
+    down_to = f", down to {min(sides)} px" if sides else ""
     return (
-        f"no side fitted within the capacity, down to {smallest} px: lower --start or --step, "
-        "raise --capacity-gib, or give the search more --budget-s"
+        f"no side fitted within the capacity{down_to}: lower --start or --step, raise --capacity-gib, "
+        "or give the search more --budget-s"
     )
 
 
