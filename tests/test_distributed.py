@@ -53,6 +53,7 @@ BASE = dict(
     batch_size=32,
     layer_decay=0.9,
     warmup_epochs=0.5,
+    amp="none",  # the tolerance is fp32 rounding's; --amp auto would take bf16 on CPUs that compute it
 )
 # The video trainer on Moving Fashion-MNIST: 48 clips in 3 global batches, 20 test clips split 10 / 10.
 VIDEO = dict(train_limit=48, val_limit=20, epochs=1, batch_size=16, amp="none")

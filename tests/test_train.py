@@ -35,8 +35,9 @@ def recipe(tmp_path, **kw) -> TrainRecipe:
 
 
 @needs_fmnist
-def test_short_run_lowers_loss_and_fills_the_run_folder(tmp_path):
+def test_short_run_lowers_loss_and_fills_the_run_folder(tmp_path, capsys):
     summary = fit(recipe(tmp_path, epochs=4, train_limit=1024), progress=False)
+    first_line = capsys.readouterr().out.splitlines()[0]
     run = tmp_path / "run"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
@@ -48,7 +49,11 @@ def test_short_run_lowers_loss_and_fills_the_run_folder(tmp_path):
     assert summary["top1"] > 30  # far above the 10% of chance after 4 short epochs
     for name in ("config.json", "checkpoint-0004.pt", "model.safetensors", "summary.json", "curves.png"):
         assert (run / name).is_file(), name
-    assert TrainRecipe.load(run / "config.json").epochs == 4
+    saved = TrainRecipe.load(run / "config.json")
+    assert saved.epochs == 4
+    # --amp auto is resolved for this machine: what was chosen, and why, in config.json and the first line
+    assert saved.amp in ("bf16", "none") and saved.amp_reason.startswith("auto: "), saved.amp_reason
+    assert f"amp {saved.amp} ({saved.amp_reason})" in first_line, first_line
 
 
 @needs_fmnist

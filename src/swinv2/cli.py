@@ -141,6 +141,7 @@ def _eval(args: argparse.Namespace) -> int:
         args.device,
         args.batch_size,
         args.dtype,
+        args.amp,
     )
     print(json.dumps(result))
     return 0
@@ -352,7 +353,11 @@ TRAIN_FLAGS = {
     "sequential_mlp": (_on_off, "on/off: each MLP a chunk of tokens at a time (with checkpointing)"),
     "clip_grad": (float, "gradient norm clip (0 = off)"),
     "ema_decay": (float, "EMA of weights decay per step (0 = off, e.g. 0.999)"),
-    "amp": (str, "mixed precision: none, bf16 (CPU/GPU), fp16 (GPU, with grad scaler)"),
+    "amp": (
+        str,
+        "mixed precision: auto (default: bf16 where the device computes it natively, else fp32), none, bf16, "
+        "fp16 (CUDA, with grad scaler)",
+    ),
     "skip_nonfinite": (bool, "skip (and count) steps with a NaN / Inf loss or gradient instead of stopping"),
     "seed": (int, "random seed (runs are reproducible on CPU)"),
     "device": (str, "auto, cpu, cuda, cuda:N"),
@@ -477,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         choices=("float32", "bfloat16"),
         help="weights and activations; bfloat16 is ~2x faster on CPUs with AVX-512 BF16 or AMX",
+    )
+    p.add_argument(
+        "--amp",
+        choices=("auto", "none", "bf16"),
+        help="autocast of the forward passes (default: the run's own, so that eval repeats its evaluation)",
     )
     p.set_defaults(func=_eval)
 

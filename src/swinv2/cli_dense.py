@@ -25,7 +25,7 @@ COMMON_FLAGS = {
     "drop_path": (float, "stochastic depth rate of the backbone"),
     "clip_grad": (float, "gradient norm clip (0 = off)"),
     "skip_nonfinite": (bool, "skip (and count) steps with a NaN / Inf loss or gradient instead of stopping"),
-    "amp": (str, "mixed precision: none, bf16"),
+    "amp": (str, "mixed precision: auto (default: bf16 where the device computes it natively, else fp32), none, bf16"),
     "seed": (int, "random seed"),
     "device": (str, "auto, cpu, cuda, cuda:N"),
     "train_limit": (int, "train on the first N images only"),

@@ -59,9 +59,12 @@ def evaluate_classifier(
     device: str = "auto",
     batch_size: int = 256,
     dtype: str = "float32",
+    amp: str | None = None,
 ) -> dict:
     """Top-1 / top-5 of a saved classifier on ``data``'s validation split (by default a run's own image
     folder, else Fashion-MNIST's test set), optionally at another image size and window (``swinv2 eval``).
+    ``amp`` is the autocast of the forward passes; None: the run's own (so eval repeats its evaluation),
+    fp32 for weights that no run of this project wrote.
 
     Images are prepared with the preprocessing stored with the weights, not the data's defaults: a model
     is scored on what it was trained or published to see. An image folder goes through the whole stored
@@ -70,7 +73,9 @@ def evaluate_classifier(
     from torch.utils.data import DataLoader
 
     from .data.datasets import ReadableCollate, take_unreadable
+    from .runs import run_recipe
     from .train.loop import evaluate, resolve_device
+    from .train.precision import resolve_amp
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
@@ -81,10 +86,12 @@ def evaluate_classifier(
     dev = resolve_device(device)
     model = model.to(dev, getattr(torch, dtype))
     loader = DataLoader(val, batch_size=batch_size, collate_fn=ReadableCollate(val))
-    result = evaluate(model, loader, dev, batch_transform=batch_transform)
+    precision = resolve_amp(amp or (run_recipe(path) or {}).get("amp", "none"), dev)
+    result = evaluate(model, loader, dev, precision.amp, batch_transform=batch_transform)
     unreadable = len(take_unreadable(val))
     size = to_pair(model.cfg.img_size)[0]
     result.update(images=len(val) - unreadable, img_size=size, window_size=model.cfg.window_size, dtype=dtype)
+    result["amp"] = precision.amp
     if unreadable:
         result["unreadable_files"] = unreadable
     return result

@@ -23,15 +23,15 @@ from ..errors import NonFiniteLossError
 from ..runs import expect_run
 from ..train.checkpoints import latest_valid, load_state, write_checkpoint
 from ..train.loop import (
-    autocast,
-    check_device,
     check_run_dir,
     create_run_dir,
     epoch_notes,
     nonfinite_message,
     resolve_device,
+    settle_precision,
 )
 from ..train.optim import WarmupCosine, build_optimizer
+from ..train.precision import autocast
 from ..train.state import append_metrics, plot_curves, read_metrics, seed_everything, truncate_metrics, write_json
 from .recipe import DenseRecipe
 from .tasks import MEAN, STD, DenseTask, make_task
@@ -172,7 +172,7 @@ def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None 
     if recipe.data:  # config.json names the data wherever the run is resumed or evaluated from
         recipe.data = str(Path(recipe.data).resolve())
     device = resolve_device(recipe.device)
-    check_device(recipe, device)
+    settle_precision(recipe, device)
     seed_everything(recipe.seed)
     run = DenseRun(recipe, device)
     for split, dataset in (("train", run.train_set), ("val", run.val_set)):  # else the folder outlives the error
@@ -186,7 +186,7 @@ def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None 
     print(
         f"{recipe.task} with {recipe.model} ({params / 1e6:.2f}M params): {len(run.train_set)} train / "
         f"{len(run.val_set)} val images from {run.task.root}, {recipe.epochs} epochs x {run.steps_per_epoch} steps, "
-        f"{run.device}"
+        f"{run.device}, amp {recipe.amp} ({recipe.amp_reason})"
     )
     done = 0
     metric = run.task.main_metric

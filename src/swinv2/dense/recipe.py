@@ -13,9 +13,8 @@ from ..train.recipe import AMP_MODES, RecipeFile
 from .detection import DETECTORS
 
 TASKS = ("detect", "segment")
-# Per-task defaults of the fields left at None: each run takes 20-25 minutes on the default data and 2 CPU
-# cores (docs/dense.md). bf16 trains UperNet 1.47x faster on the CPU, so it gets more epochs in that time.
-TASK_DEFAULTS = {"detect": {"epochs": 4, "amp": "none"}, "segment": {"epochs": 15, "amp": "bf16"}}
+# Per-task defaults of the fields left at None, sized for the default data on 2 CPU cores (docs/dense.md).
+TASK_DEFAULTS = {"detect": {"epochs": 4}, "segment": {"epochs": 15}}
 
 
 @dataclass
@@ -57,7 +56,8 @@ class DenseRecipe(RecipeFile):
     warmup_epochs: float = 0.5
     weight_decay: float = 0.05
     clip_grad: float = 5.0
-    amp: str | None = None  # none, bf16 (fp16 on CUDA); None: the task's default
+    amp: str = "auto"  # auto (bf16 where the device computes it natively, else fp32), none or bf16
+    amp_reason: str | None = None  # why the run computes in its amp: written when the run starts
     skip_nonfinite: bool = False  # skip (and count) steps with a NaN / Inf loss or gradient, not stop
     # run
     seed: int = 0
@@ -76,7 +76,7 @@ class DenseRecipe(RecipeFile):
             if value not in allowed:
                 raise ValueError(f"{field} must be one of {allowed}, got {value!r}")
         if self.amp not in AMP_MODES or self.amp == "fp16":
-            raise ValueError(f"amp must be none or bf16 (fp16 would need loss scaling), got {self.amp!r}")
+            raise ValueError(f"amp must be auto, none or bf16 (fp16 would need loss scaling), got {self.amp!r}")
         for name in ("epochs", "batch_size", "img_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -25,7 +25,7 @@ VARIANTS = {
     "+ res-post-norm + cosine attention": {"norm": "res_post", "attention": "cosine"},
 }
 LR_SCALES = (1.0, 8.0)
-RECIPE = TrainRecipe(model=MODEL, epochs=5, batch_size=128)
+RECIPE = TrainRecipe(model=MODEL, epochs=5, batch_size=128, amp="none")  # fp32 on every machine
 QUICK = {"train_limit": 10_000, "epochs": 1, "val_limit": 2_000}
 CHANCE = 15.0
 

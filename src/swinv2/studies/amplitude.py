@@ -28,7 +28,9 @@ MODEL = "swinv2_pico_window7_28"
 DEEP = {"depths": (2, 2, 20), "num_heads": (1, 2, 4)}  # 24 blocks; stage 3 is where depth accumulates
 VARIANTS = {"pre_norm": "pre", "res_post_norm": "res_post"}
 # 1,500 steps of 64 images (two epochs of 48,000); --quick: 150 steps.
-RECIPE = TrainRecipe(model=MODEL, model_overrides=DEEP, train_limit=48_000, epochs=2, batch_size=64, val_limit=2000)
+RECIPE = TrainRecipe(
+    model=MODEL, model_overrides=DEEP, train_limit=48_000, epochs=2, batch_size=64, val_limit=2000, amp="none"
+)
 QUICK = {"train_limit": 4_800, "epochs": 2, "val_limit": 500}
 PROBE_IMAGES = 512
 

@@ -22,7 +22,7 @@ MODEL = "swinv2_pico_window7_28"
 BASE = (64, 4)  # image side, window
 TESTS = ((96, 6), (128, 8), (160, 10))
 BIASES = {"table_bicubic": "table", "linear_cpb": "linear_cpb", "log_cpb": "log_cpb"}
-RECIPE = TrainRecipe(model=MODEL, img_size=BASE[0], window_size=BASE[1], epochs=4, batch_size=128)
+RECIPE = TrainRecipe(model=MODEL, img_size=BASE[0], window_size=BASE[1], epochs=4, batch_size=128, amp="none")
 QUICK = {"train_limit": 10_000, "epochs": 2, "val_limit": 2_000}
 EVAL_LIMIT = None  # the full 10,000-image test set; QUICK's val_limit in --quick
 

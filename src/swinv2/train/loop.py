@@ -8,7 +8,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from ..registry import get_config
 from .checkpoints import LEGACY_DCP, LEGACY_PT, checkpoints
 from .distributed import Distributed
 from .optim import WarmupCosine
+from .precision import autocast, resolve_amp
 from .recipe import TrainRecipe
 from .state import (
     append_metrics,
@@ -53,14 +53,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but no CUDA device is available")
     return device
-
-
-def autocast(device: torch.device, amp: str):
-    if amp == "none":
-        return nullcontext()
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on the CPU")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def _last_checkpoint(recipe) -> tuple[Path, str]:
@@ -418,10 +410,13 @@ def check_resumed_epochs(recipe: TrainRecipe, done: int, run_dir: Path) -> None:
         )
 
 
-def check_device(recipe: TrainRecipe, device: torch.device) -> None:
-    """Flags that need a device this run does not have, refused before any work."""
-    if recipe.amp == "fp16" and device.type != "cuda":
-        raise ValueError(f"--amp fp16 needs a CUDA device (this run is on {device}); use --amp bf16 or none")
+def settle_precision(recipe, device: torch.device, broadcast: Callable[[object], object] = lambda obj: obj) -> None:
+    """Resolve the recipe's ``amp`` for ``device`` (``auto`` becomes ``bf16`` or ``none``; ``fp16`` off CUDA
+    is refused) and note why in ``amp_reason``. A resumed run keeps the reason it started with; under
+    torchrun every rank takes rank 0's choice (``broadcast``)."""
+    precision = resolve_amp(recipe.amp, device)
+    if precision.amp != recipe.amp or recipe.amp_reason is None:
+        recipe.amp, recipe.amp_reason = broadcast((precision.amp, precision.reason))
 
 
 def fit(
@@ -464,7 +459,7 @@ def _fit(
     if defaulted:  # one timestamp for all ranks
         recipe.output = dist.broadcast(f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = check_run_dir(recipe, resume)
-    check_device(recipe, dist.device)
+    settle_precision(recipe, dist.device, dist.broadcast)
     say = print if dist.is_main else lambda *a, **k: None
     seed_everything(recipe.seed)
     data = trainer_class.build_data(recipe)  # bad paths, names and sizes fail here, before the folder exists
@@ -488,7 +483,7 @@ def _fit(
     say(
         f"{recipe.model}: {n_params / 1e6:.2f}M params, {data.name}: {len(data.train)} train / {len(data.val)} val "
         f"images, {recipe.epochs} epochs x {trainer.steps_per_epoch} steps, lr {recipe.scaled_lr:.2e}, "
-        f"{dist.device}{dist.describe()}"
+        f"{dist.device}{dist.describe()}, amp {recipe.amp} ({recipe.amp_reason})"
     )
     done_now = 0
     while trainer.epoch < recipe.epochs:

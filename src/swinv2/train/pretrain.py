@@ -21,7 +21,8 @@ from ..checkpoint import save_weights
 from ..models.config import to_pair
 from ..models.simmim import MaskGenerator, SimMIM
 from .distributed import Distributed
-from .loop import Trainer, autocast, build_model, fit
+from .loop import Trainer, build_model, fit
+from .precision import autocast
 from .recipe import TrainRecipe
 from .state import read_metrics, write_json
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from ..data.transforms import CROPS
 from ..fields import check_field_types
 from ..runs import expect_run
+from .precision import AMP_MODES
 
-AMP_MODES = ("none", "bf16", "fp16")
 INF = float("inf")
 RANGES = (  # field, lowest, highest, highest included
     ("epochs", 1, INF, True),
@@ -118,7 +118,8 @@ class TrainRecipe(RecipeFile):
     layer_decay: float = 1.0
     clip_grad: float = 5.0
     ema_decay: float = 0.0
-    amp: str = "none"
+    amp: str = "auto"  # auto: bf16 where the device computes it natively, else fp32 (train/precision.py)
+    amp_reason: str | None = None  # why the run computes in its amp: written when the run starts
     skip_nonfinite: bool = False  # skip (and count) steps whose loss or gradient is NaN / Inf, not stop
     # run
     seed: int = 0

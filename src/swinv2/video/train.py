@@ -13,7 +13,8 @@ from torch.utils.data import Dataset, Subset
 
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, ClassificationData
 from ..data.moving import DIRECTIONS
-from ..train.loop import TopKScores, Trainer, autocast, model_overrides
+from ..train.loop import TopKScores, Trainer, model_overrides
+from ..train.precision import autocast
 from ..train.recipe import TrainRecipe
 from ..train.state import write_json
 from .data import ClipSampling, VideoClipDataset, moving_fashion_mnist_data, moving_fashion_mnist_val
@@ -40,7 +41,6 @@ class VideoRecipe(TrainRecipe):
     lr: float = 1e-2  # per 512 clips
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.0
-    amp: str = "bf16"  # 1.4x faster training of the pico model on the CPU than fp32
     # Clip data crops and flips in its own sampling (video/data.py); the image recipe's flags stay off, also
     # with --data, where TrainRecipe would otherwise turn on its ImageNet crop and flip.
     crop: str | None = "none"
