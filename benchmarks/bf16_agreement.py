@@ -7,7 +7,7 @@ test set) and on random inputs in the normalised input space, each next to its y
 fed the inputs rounded to bf16 and nothing else. The bf16 model is the run's weights and inputs cast, as
 `swinv2 bench` casts them.
 
-    python benchmarks/bf16_agreement.py RUN_FOLDER [--random-inputs 10000] [--seed 5]
+    python benchmarks/bf16_agreement.py RUN_FOLDER [--random-inputs 10000] [--seed 5] [--val-limit N]
 """
 
 from __future__ import annotations
@@ -49,12 +49,13 @@ def main() -> None:
     parser.add_argument("--random-inputs", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--val-limit", type=int, help="the first N validation images only (default: all)")
     args = parser.parse_args()
-    if args.random_inputs < 1 or args.batch_size < 1:
-        parser.error("--random-inputs and --batch-size must be >= 1")
+    if args.random_inputs < 1 or args.batch_size < 1 or (args.val_limit is not None and args.val_limit < 1):
+        parser.error("--random-inputs, --batch-size and --val-limit must be >= 1")
     model, info = load_classifier(args.run)
     low = copy.deepcopy(model).to(torch.bfloat16)
-    val, _, transform = validation_split(run_data(args.run), model, info["preprocessing"], None)
+    val, _, transform = validation_split(run_data(args.run), model, info["preprocessing"], args.val_limit)
     loader = torch.utils.data.DataLoader(val, batch_size=args.batch_size, collate_fn=ReadableCollate(val))
     images = [transform(x) if transform else x for x, _ in loader]
     labels = torch.cat([y for _, y in loader])

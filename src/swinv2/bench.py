@@ -197,7 +197,8 @@ def _runner(c: Contender, mode: str, x: torch.Tensor, y: torch.Tensor) -> Callab
     return step
 
 
-def _time(fn: Callable[[], None], iters: int, device: torch.device) -> float:
+def _time(fn: Callable[[], None], iters: int, device: torch.device, best: bool = False) -> float:
+    """Median seconds of ``iters`` calls (``best``: the fastest call)."""
     times = []
     for _ in range(iters):
         _sync(device)
@@ -205,7 +206,7 @@ def _time(fn: Callable[[], None], iters: int, device: torch.device) -> float:
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times) if best else statistics.median(times)
 
 
 def peak_memory(fn: Callable[[], None], device: torch.device) -> int:
@@ -243,24 +244,36 @@ def _peak_mb(fn: Callable[[], None], device: torch.device, compiled: bool) -> fl
 def matmul_peak(
     device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None, iters: int = 10
 ) -> float:
-    """Measured FLOP/s of a large square matrix product: the roof the model's MFU is quoted against
-    (2048 on a CPU; 8192 on a GPU, which a smaller product does not fill). On a CPU the faster of
-    PyTorch's two libraries counts: ``a @ b`` (MKL / OpenBLAS) and oneDNN, which this project's
-    inference linear layers call (oneDNN's fp32 product runs ~1.2x MKL's on this AVX-512 CPU)."""
-    n = n or (2048 if device.type == "cpu" else 8192)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    """Measured FLOP/s of a square matrix product: the roof the model's MFU is quoted against.
+
+    The side grows from 256 until the slower library takes 50 ms or the side reaches 2048 on a CPU (8192
+    on a GPU, which a smaller product does not fill), and fewer calls are timed where each is slow: the
+    probe stays short where the dtype is emulated (bf16 on CPUs without AVX512_BF16 or AMX runs tens of
+    times slower than fp32) and fills the machine where it is fast.
+    On a CPU the faster of PyTorch's two libraries counts: ``a @ b`` (MKL / OpenBLAS) and oneDNN, which
+    this project's linear layers call; which one wins depends on the CPU (docs/results.md)."""
+    largest = n or (2048 if device.type == "cpu" else 8192)
+    side = n or min(256, largest)
+    while True:
+        products = _square_products(device, dtype, side)
+        with torch.no_grad():
+            seconds = max(_time(product, 1, device) for product in products)  # the first call: warm-up too
+        if side >= largest or seconds >= 0.05:
+            break
+        side *= 2
+    calls = max(3, min(iters, int(0.5 / max(seconds, 1e-6))))  # about half a second per library at most
+    with torch.no_grad():  # the fastest call: a roof is what the machine can do (a shared one varies)
+        return max(2 * side**3 / _time(product, calls, device, best=True) for product in products)
+
+
+def _square_products(device: torch.device, dtype: torch.dtype, side: int) -> list[Callable[[], object]]:
+    a = torch.randn(side, side, device=device, dtype=dtype)
+    b = torch.randn(side, side, device=device, dtype=dtype)
     products = [lambda: a @ b]
     if device.type == "cpu":
         weight = b.t().contiguous()
         products.append(lambda: linear_weights(a, weight, None))
-    best = 0.0
-    for product in products:
-        with torch.no_grad():
-            for _ in range(2):
-                product()
-            best = max(best, 2 * n**3 / _time(product, iters, device))
-    return best
+    return products
 
 
 def benchmark(
@@ -302,7 +315,8 @@ def benchmark(
             for c in order:
                 samples[(c.name, mode)].append(batch / _time(runners[(c.name, mode)], iters, dev))
     flops = 2e9 * count_gflops(contenders[0].model.cfg, img_size)
-    peaks = {dtype: matmul_peak(dev, getattr(torch, dtype)) for dtype in ("float32", "bfloat16")}
+    dtypes = {"bfloat16" if mode.endswith("bf16") else "float32" for mode in modes}  # bf16 only where asked
+    peaks = {dtype: matmul_peak(dev, getattr(torch, dtype)) for dtype in sorted(dtypes, reverse=True)}
     rows = []
     for (name, mode), values in samples.items():
         throughput = statistics.median(values)
