@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -94,6 +92,8 @@ def image_folder(root: str | os.PathLike, split: str, transform: Callable | None
     if empty:
         raise ValueError(f"{directory}: class folder(s) with no files: {', '.join(empty)}")
     try:
+        from .folders import SkippingImageFolder  # torchvision, imported where image folders are read
+
         return SkippingImageFolder(str(directory), transform, 1 if in_chans == 1 else 3)
     except FileNotFoundError as exc:  # torchvision's message for "no valid images"
         raise ValueError(f"{directory}: {exc}") from exc
@@ -122,24 +122,6 @@ class MarksUnreadable:
         found = self.unreadable.nonzero().flatten().tolist()
         self.unreadable.zero_()
         return [str(self._sample_path(i)) for i in found]
-
-
-class SkippingImageFolder(MarksUnreadable, ImageFolder):
-    """torchvision's ImageFolder that yields None for a file it cannot decode, and marks it."""
-
-    def __init__(self, root: str, transform: Callable | None, channels: int):
-        super().__init__(root, transform=transform, loader=partial(read_image, channels=channels))
-        self._init_marks(len(self.samples))
-
-    def __getitem__(self, index: int):
-        try:
-            return super().__getitem__(index)
-        except UnreadableImage:
-            self._mark(index)
-            return None
-
-    def _sample_path(self, index: int) -> str:
-        return self.samples[index][0]
 
 
 def take_unreadable(dataset: Dataset) -> list[str]:

@@ -1,11 +1,13 @@
-"""Train / eval transforms (torchvision transforms v2) and batch-level mixup / cutmix."""
+"""Train / eval transforms (torchvision transforms v2) and batch-level mixup / cutmix.
+
+torchvision is imported inside the functions that build v2 pipelines: a Fashion-MNIST run augments whole
+batches (:class:`BatchAugment`) and never needs it, and importing it adds seconds to a process start."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
-from torchvision.transforms import v2
 
 CROPS = ("pad", "rrc", "none")  # training crops, see train_transform
 
@@ -27,6 +29,8 @@ def train_transform(
     schedules where translation augmentation costs more accuracy than it buys. ``randaugment`` is
     RandAugment's magnitude (0 = off, 9 in the paper's fine-tuning recipe).
     """
+    from torchvision.transforms import v2
+
     ops: list = [v2.ToImage()]
     if crop == "rrc":
         ops.append(v2.RandomResizedCrop(img_size, scale=scale, antialias=True))
@@ -48,6 +52,8 @@ def train_transform(
 
 def eval_transform(img_size: int, mean: tuple[float, ...], std: tuple[float, ...], crop_pct: float = 1.0) -> Callable:
     """Resize (shorter side to ``img_size / crop_pct``), centre crop, normalise."""
+    from torchvision.transforms import v2
+
     return v2.Compose(
         [
             v2.ToImage(),
@@ -61,13 +67,15 @@ def eval_transform(img_size: int, mean: tuple[float, ...], std: tuple[float, ...
 
 def batch_mixer(num_classes: int, mixup: float, cutmix: float) -> Callable | None:
     """Mixup and/or CutMix on a batch (one of them per batch, as in DeiT/Swin); None when both are 0."""
+    if mixup <= 0 and cutmix <= 0:
+        return None
+    from torchvision.transforms import v2
+
     ops = []
     if mixup > 0:
         ops.append(v2.MixUp(alpha=mixup, num_classes=num_classes))
     if cutmix > 0:
         ops.append(v2.CutMix(alpha=cutmix, num_classes=num_classes))
-    if not ops:
-        return None
     return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
 
 

@@ -1,6 +1,7 @@
 """Building blocks of SwinV2: windows, position bias, attention, MLP, patch embedding and merging."""
 
 from .attention import ATTENTION_TYPES, POSITION_BIASES, WindowAttention
+from .drop import DropPath
 from .mlp import Mlp
 from .patch import PatchEmbed, PatchMerging
 from .position import ContinuousPositionBias, RelativePositionTable, relative_coords_table, relative_position_index
@@ -10,6 +11,7 @@ __all__ = [
     "ATTENTION_TYPES",
     "POSITION_BIASES",
     "ContinuousPositionBias",
+    "DropPath",
     "Mlp",
     "PatchEmbed",
     "PatchMerging",

@@ -22,9 +22,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from torchvision.ops import StochasticDepth
 
 from ..layers import (
+    DropPath,
     Mlp,
     PatchEmbed,
     PatchMerging,
@@ -78,7 +78,7 @@ class SwinV2Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), drop=cfg.drop_rate)
         self.norm2 = nn.LayerNorm(dim)
-        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.extra_norm = nn.LayerNorm(dim) if extra_norm else None
 
     def set_window(self, window: Window) -> None:
