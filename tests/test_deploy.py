@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -22,6 +25,13 @@ CLASSES = ["cat", "dog", "owl"]
 def small(**overrides):
     """Shifted windows, several stages and random weights (default init makes blocks identities)."""
     model = swinv2.create_model("swinv2_micro_window4_32", num_classes=3, **overrides)
+    return randomize(model).eval()
+
+
+def minimal():
+    """One block of one stage: the cheapest model to put through an exporter (an ONNX export of
+    :func:`small` takes 20-40 s on two cores), for tests of the export's checks rather than the model."""
+    model = swinv2.create_model("swinv2_test_window4_32", num_classes=3, depths=(1,), num_heads=(1,), embed_dim=8)
     return randomize(model).eval()
 
 
@@ -64,6 +74,7 @@ def test_video_models_round_trip_too(tmp_path):
 
 def test_hub_ids_resolve_through_the_huggingface_cache_offline(tmp_path, monkeypatch):
     pytest.importorskip("huggingface_hub")
+    pytest.importorskip("transformers")  # imported before HF_HUB_OFFLINE is set, as in a user's notebook
     model = small()
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "cache" / "models--someone--swinv2-micro"
@@ -74,8 +85,18 @@ def test_hub_ids_resolve_through_the_huggingface_cache_offline(tmp_path, monkeyp
     loaded = swinv2.from_pretrained("someone/swinv2-micro", cache_dir=str(tmp_path / "cache"))
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(loaded(x), model(x)) and loaded.classes == CLASSES
-    with pytest.raises(FileNotFoundError, match="not a local folder, and the Hub gave"):
+    # offline means the cache alone, however late the variable was set: no connection is even tried
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("the test forbids the network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with pytest.raises(FileNotFoundError, match="not a local folder, and the Hub gave LocalEntryNotFoundError"):
         swinv2.from_pretrained("someone/not-cached", cache_dir=str(tmp_path / "cache"))
+    assert attempts == []
     with pytest.raises(FileNotFoundError, match=r"no such file or directory: .*taken as a local path"):
         swinv2.from_pretrained(str(tmp_path / "missing" / "folder"))
 
@@ -105,17 +126,33 @@ def test_preprocessing_transform_resizes_crops_and_normalises():
 
 
 # ------------------------------------------------------------------------------------------- export
-@pytest.mark.parametrize("img_size", [40])  # padded to the windows, so the padding masks export too
-def test_onnx_export_matches_pytorch_at_batch_1_and_3(tmp_path, img_size):
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory):
+    """`swinv2 export` of a saved model at 40 px (padded to its windows, so the padding masks export
+    too): ``(model folder, ONNX file, what the command printed)``. One export serves the tests below."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    model = small(img_size=img_size)
-    checks = export_model(model, "onnx", tmp_path / "m.onnx", batches=(1, 3))
-    for check in checks:
-        print(f"{img_size} px onnxruntime vs PyTorch, {check.line()}")
-        assert check.max_diff < 1e-4
-    meta = onnx_metadata(tmp_path / "m.onnx")
-    assert meta["architecture"] == "SwinV2" and meta["preprocessing"]["input_size"] == [3, img_size, img_size]
+    root = tmp_path_factory.mktemp("onnx")
+    prep = Preprocessing((3, 32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear", 1.0)
+    small().save_pretrained(root / "m", preprocessing=prep, classes=CLASSES)
+    onnx_file = root / "m.onnx"
+    args = ["export", "--checkpoint", str(root / "m"), "--format", "onnx", "--img-size", "40"]
+    out = subprocess.run(
+        [sys.executable, "-m", "swinv2", *args, "--output", str(onnx_file)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return root / "m", onnx_file, out.stdout
+
+
+def test_onnx_export_matches_pytorch_at_batch_1_and_3(onnx_export):
+    _, onnx_file, printed = onnx_export
+    lines = [line for line in printed.splitlines() if "onnxruntime vs PyTorch" in line]
+    print("\n".join(lines))
+    assert [line.split("batch ")[1].split(":")[0] for line in lines] == ["1", "3"]
+    assert all(float(line.split("max |diff| ")[1].split(",")[0]) < 1e-4 for line in lines)
+    meta = onnx_metadata(onnx_file)
+    assert meta["architecture"] == "SwinV2" and meta["preprocessing"]["input_size"] == [3, 40, 40]
+    assert meta["classes"] == CLASSES
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "export"])
@@ -148,20 +185,14 @@ def test_export_command_sets_a_video_models_window_and_refuses_another_clip_size
     assert not (tmp_path / "v.pt2").exists()
 
 
-def test_export_command_checks_and_predict_uses_the_stored_preprocessing(tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    prep = Preprocessing((3, 32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear", 1.0)
-    small().save_pretrained(tmp_path / "m", preprocessing=prep, classes=CLASSES)
-    onnx_file = tmp_path / "m.onnx"
-    assert main(["export", "--checkpoint", str(tmp_path / "m"), "--format", "onnx", "--output", str(onnx_file)]) == 0
-    out = capsys.readouterr().out
-    assert "onnxruntime vs PyTorch, batch 1: max |diff|" in out and "batch 3" in out
+def test_export_command_checks_and_predict_uses_the_stored_preprocessing(tmp_path, capsys, onnx_export):
+    folder, onnx_file, printed = onnx_export
+    assert "onnxruntime vs PyTorch, batch 1: max |diff|" in printed and "batch 3" in printed
     picture = tmp_path / "p.png"
     Image.new("RGB", (50, 40), (200, 30, 90)).save(picture)
     assert main(["predict", str(onnx_file), str(picture), "--topk", "3"]) == 0
     onnx_line = capsys.readouterr().out
-    assert main(["predict", str(tmp_path / "m"), str(picture), "--topk", "3"]) == 0
+    assert main(["predict", str(folder), str(picture), "--topk", "3", "--img-size", "40"]) == 0
     torch_line = capsys.readouterr().out
     names = [part.split()[0] for part in onnx_line.split(": ", 1)[1].split(", ")]
     assert sorted(names) == sorted(CLASSES)
@@ -280,7 +311,7 @@ def test_export_refuses_an_opset_it_did_not_write_and_sizes_below_one(tmp_path, 
     # the range check would refuse 17 up front: widen it to reach the exporter's fallback, the backstop
     monkeypatch.setattr(export, "onnx_opsets", lambda: (17, 25))
     with pytest.raises(ValueError, match="asked for ONNX opset 17, the exporter wrote 18"):
-        export_model(small(), "onnx", tmp_path / "m.onnx", opset=17, batches=(1,))
+        export_model(minimal(), "onnx", tmp_path / "m.onnx", opset=17, batches=(1,))
     assert not (tmp_path / "m.onnx").exists()
     with pytest.raises(SystemExit):
         main(["export", "--model", "swinv2_micro_window4_32", "--format", "onnx", "--output", "x.onnx", "--img-size=0"])

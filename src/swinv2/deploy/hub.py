@@ -154,12 +154,19 @@ def _from_hub(repo: str, revision, cache_dir) -> tuple[Path, Path | None]:
             f"{repo} is not a local folder, and huggingface_hub is not installed to fetch it from the Hub "
             "(pip install huggingface_hub)"
         ) from exc
+    where = {"revision": revision, "cache_dir": cache_dir, "local_files_only": hub_offline()}
     try:
-        weights = hf_hub_download(repo, WEIGHTS, revision=revision, cache_dir=cache_dir)
-        config = hf_hub_download(repo, CONFIG, revision=revision, cache_dir=cache_dir)
+        weights = hf_hub_download(repo, WEIGHTS, **where)
+        config = hf_hub_download(repo, CONFIG, **where)
     except Exception as exc:  # offline without a cached copy, no such repository, no such file
         raise FileNotFoundError(f"{repo}: not a local folder, and the Hub gave {type(exc).__name__}: {exc}") from exc
     return Path(weights), Path(config)
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as it is now: huggingface_hub reads it once, when it is first imported (often by
+    transformers or timm, before a user sets it), and would then try the network for 20 s or more."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
 
 
 def _local_reason(text: str) -> str | None:
