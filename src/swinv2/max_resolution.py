@@ -1,6 +1,7 @@
 """The largest image side one device trains at, plain and with the memory savers (``swinv2 bench-max-res``).
 
-A trial is one real training step (bf16 autocast forward, backward, AdamW) of batch 1 at ``size x size``;
+A trial is one real training step (autocast forward, backward, AdamW) of batch 1 at ``size x size``, in
+bf16 where the device computes it natively and fp32 elsewhere (``--amp auto``; the result names it);
 it fits when it runs. On a GPU that means the allocator did not run out (``capacity_gib`` caps it below
 the card, e.g. 80 GiB on a larger one); on a CPU, where running out kills the process, a trial fits when
 its measured peak stays under ``capacity_gib``. One model serves every size (the model accepts any input
@@ -31,6 +32,7 @@ from .factory import create_model
 from .layers import WindowAttention
 from .models.swinv2 import SwinV2Block
 from .plan import SAVER_SETS  # name: (checkpointing, sequential attention, sequential MLP)
+from .train.precision import autocast, resolve_amp
 
 # Chunks on a GPU are larger than the CPU's automatic ones, which would launch too many small kernels there.
 GPU_CHUNKS = {"sequential_attention": 256, "sequential_mlp": 1 << 18}  # windows, tokens
@@ -60,10 +62,10 @@ def _release(device: torch.device) -> None:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, side: int, device: torch.device) -> None:
-    """One bf16-autocast training step on a random ``(1, 3, side, side)`` image."""
+    """One training step on a random ``(1, 3, side, side)`` image, under ``--amp auto``'s autocast."""
     x = torch.randn(1, 3, side, side, device=device)
     y = torch.zeros(1, dtype=torch.long, device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16):
+    with autocast(device, "auto"):
         loss = F.cross_entropy(model(x).float(), y)
     loss.backward()
     optimizer.step()
@@ -205,6 +207,7 @@ def largest_resolution(
         "params": sum(p.numel() for p in model.parameters()),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "capacity_gib": capacity / 2**30,
+        "amp": resolve_amp("auto", dev).amp,
         "step": step,
         "rows": rows,
     }
