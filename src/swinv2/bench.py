@@ -27,7 +27,7 @@ from torch import nn
 from .convert import convert_state_dict, to_official
 from .factory import create_model
 from .flops import count_gflops
-from .layers.linear import linear_weights
+from .layers.linear import linear_weights, use_onednn
 from .models.config import SwinV2Config
 
 PEERS = ("timm", "hf", "torchvision")
@@ -272,8 +272,13 @@ def _square_products(device: torch.device, dtype: torch.dtype, side: int) -> lis
     products = [lambda: a @ b]
     if device.type == "cpu":
         weight = b.t().contiguous()
-        products.append(lambda: linear_weights(a, weight, None))
+        products.append(lambda: _on_onednn(a, weight))
     return products
+
+
+def _on_onednn(a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    with use_onednn(True):
+        return linear_weights(a, weight, None)
 
 
 def benchmark(

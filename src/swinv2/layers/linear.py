@@ -1,13 +1,14 @@
-"""Linear layers on a CPU through oneDNN: inference with the MLP's GELU fused in, and fp32 training.
+"""Linear layers on a CPU through oneDNN where it is the faster library: inference with the MLP's GELU
+fused in, and fp32 training.
 
 PyTorch's ``F.linear`` on a CPU copies the bias into the output and then runs the matrix product over
 it, and GELU is a separate pass over the MLP's 4x-wide hidden tensor (slow for the exact erf form). oneDNN,
-which PyTorch ships, adds the bias and applies GELU inside the product. Its fp32 products also run at
-up to 460 GFLOP/s on this project's 2-core AMD Zen 5, where PyTorch's fp32 products (MKL) reach 210:
-training takes oneDNN too, through :class:`_OneDnnLinear`, whose backward pass runs the input and weight
-gradients on it (bf16 products, autocast's included, reach oneDNN through PyTorch already).
-``benchmarks/speed.sh`` has the whole-model figures. It is the kernel inductor itself uses when it freezes
-a model for CPU inference.
+which PyTorch ships, adds the bias and applies GELU inside the product, and on some CPUs its fp32 products
+run at twice the speed of PyTorch's own (MKL); on others they tie, or its weight gradients lose. So each
+product shape runs on the library measured faster on this machine (:mod:`.routing`): inference through
+the oneDNN kernel directly, fp32 training through :class:`_OneDnnLinear`, whose forward product, input
+gradient and weight gradient are each routed (bf16 products, autocast's included, reach oneDNN through
+PyTorch already). oneDNN's is also the kernel inductor uses when it freezes a model for CPU inference.
 
 The oneDNN kernel is not part of any export format and has no forward-mode or functorch rules, so
 autograd's forward mode and functorch transforms, ``torch.compile`` / export / tracing, Python dispatch
@@ -15,7 +16,7 @@ modes (FLOP counters, fake tensors), autocast, ``torch.backends.mkldnn.flags(ena
 devices, tensor subclasses, hooks on the layer and subclasses of ``nn.Linear`` get ``F.linear`` (and
 ``F.gelu``). The attention's qkv projection passes its weight with the q / zero / v bias directly, as every
 SwinV2 implementation does, so hooks on ``attn.qkv`` do not run on any path. :func:`use_onednn`
-(process-wide, not per thread) switches the kernel off.
+(process-wide, not per thread) forces the kernel on or off.
 """
 
 from __future__ import annotations
@@ -23,27 +24,45 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_enabled = True
+from .routing import ONEDNN, kernel_choices, shape_key
+
+AUTO = "auto"
+_mode: bool | str = AUTO  # True: oneDNN wherever eligible; False: never; "auto": the measured choice
 _failed: set[torch.dtype] = set()  # dtypes whose kernel raised on this machine
-# Below this many features on both sides a weight gradient runs on PyTorch's product (linear_weight_grad).
-ONEDNN_MIN_GRAD_FEATURES = 192
 
 
 @contextlib.contextmanager
-def use_onednn(enabled: bool) -> Iterator[None]:
-    """Within the block, take (or never take) the oneDNN path for eligible calls."""
-    global _enabled
-    previous, _enabled = _enabled, enabled
+def use_onednn(enabled: bool | str = True) -> Iterator[None]:
+    """Within the block, take the oneDNN path for every eligible call (True), for none (False), or where
+    it measured faster (``"auto"``, the default outside such a block)."""
+    global _mode
+    if enabled not in (True, False, AUTO):
+        raise ValueError(f"use_onednn takes True, False or {AUTO!r}, got {enabled!r}")
+    previous, _mode = _mode, enabled
     try:
         yield
     finally:
-        _enabled = previous
+        _mode = previous
+
+
+def _routed(
+    kind: str, layer: tuple[torch.dtype, int, int, int], onednn: Callable[[], torch.Tensor | None], pytorch
+) -> torch.Tensor:
+    """``onednn()`` or ``pytorch()``, whichever the mode and the measured choice for this product of a
+    ``(dtype, tokens, in, out)`` layer say (a failed oneDNN call, None, falls back to PyTorch's)."""
+    if _mode is True:
+        out = onednn()
+        return pytorch() if out is None else out
+    name, out = kernel_choices().pick(shape_key(kind, *layer), {ONEDNN: onednn, "pytorch": pytorch})
+    if out is None:
+        out = onednn() if name == ONEDNN else None
+    return pytorch() if out is None else out
 
 
 @functools.cache
@@ -70,7 +89,7 @@ def _trainable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
 
 def _kernel_allowed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """The checks of the module docstring other than autograd's."""
-    if not _enabled or not _plain_operands(x, weight, bias):
+    if _mode is False or not _plain_operands(x, weight, bias):
         return False
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
@@ -141,27 +160,33 @@ def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-    """oneDNN's product, recorded for autograd where it needs to be; None where it may not run."""
+    """The routed product, recorded for autograd where it needs to be; None where oneDNN may not run."""
     if _eligible(x, weight, bias):
-        return _kernel(x, weight, bias, gelu=False)
+        return _routed(
+            "infer", _layer(x, weight), lambda: _kernel(x, weight, bias, gelu=False), lambda: F.linear(x, weight, bias)
+        )
     if _trainable(x, weight, bias):
         return _OneDnnLinear.apply(x, weight, bias)
     return None
 
 
 class _OneDnnLinear(torch.autograd.Function):
-    """``F.linear`` for fp32 CPU training with all three products on oneDNN (see :func:`linear_input_grad`
-    and :func:`linear_weight_grad` for the backward pass). It saves what ``F.linear`` saves: the input
-    where the weight needs a gradient, the weight where the input does. A double backward
-    (``create_graph=True``) runs PyTorch's differentiable products."""
+    """``F.linear`` for fp32 CPU training with each of its three products on the faster library (see
+    :func:`linear_input_grad` and :func:`linear_weight_grad` for the backward pass). It saves what
+    ``F.linear`` saves: the input where the weight needs a gradient, the weight where the input does. A
+    double backward (``create_graph=True``) runs PyTorch's differentiable products."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         needs_x, needs_weight = ctx.needs_input_grad[:2]
         ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None)  # as F.linear keeps
         ctx.has_bias = bias is not None
-        out = _kernel(x, weight, bias, gelu=False)
-        return F.linear(x, weight, bias) if out is None else out
+        return _routed(
+            "forward",
+            _layer(x, weight),
+            lambda: _kernel(x, weight, bias, gelu=False),
+            lambda: F.linear(x, weight, bias),
+        )
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -174,41 +199,58 @@ class _OneDnnLinear(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
-def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b.T`` for ``a`` ``(..., K)`` and ``b`` ``(N, K)``, on oneDNN where it may run; PyTorch's
-    differentiable product under grad mode (a double backward records it)."""
-    if not torch.is_grad_enabled() and _kernel_allowed(a, b, None):
-        out = _kernel(a, b, None, gelu=False)
-        if out is not None:
-            return out
-    return a @ b.t()
+def _layer(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.dtype, int, int, int]:
+    """``(dtype, tokens, in, out)`` of the product of ``x`` ``(..., in)`` by ``weight`` ``(out, in)``."""
+    return x.dtype, x.numel() // x.shape[-1], weight.shape[1], weight.shape[0]
+
+
+def _onednn_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """``a @ b.T`` for ``a`` ``(..., K)`` and ``b`` ``(N, K)`` on oneDNN (None where the kernel failed)."""
+    return _kernel(a, b, None, gelu=False)
+
+
+def _routable(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a backward product may leave PyTorch's differentiable ops (not under a double backward)."""
+    return not torch.is_grad_enabled() and _kernel_allowed(a, b, None)
 
 
 def linear_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The gradient of a linear layer's input, ``grad @ weight``."""
-    return _product(grad, weight.t())  # a view: oneDNN reads it as fast as a copy
+    wt = weight.t()  # a view: oneDNN reads it as fast as a copy
+    if not _routable(grad, wt):
+        return grad @ weight
+    layer = (grad.dtype, grad.numel() // grad.shape[-1], weight.shape[1], weight.shape[0])
+    return _routed("input_grad", layer, lambda: _onednn_product(grad, wt), lambda: grad @ weight)
 
 
 def linear_weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The gradient of a linear layer's weight, ``grad.T @ x`` for ``grad`` ``(M, N)`` and ``x`` ``(M, K)``.
 
-    oneDNN reduces over the M tokens fast when the wider of the two feature counts is its output's rows;
-    where both are narrow (SwinV2-T's stage-1 projection, 96 x 96 over 32768 tokens) PyTorch's product is
-    faster (96 and 128: 172 / 173 vs 117 / 149 GFLOP/s over 32768 tokens; 192: 183 vs 212). Measured per
-    shape in docs/results.md."""
+    oneDNN reduces over the M tokens fast only when the wider of the two feature counts is its output's
+    rows, so that orientation is the one measured against PyTorch's product."""
     n, k = grad.shape[1], x.shape[1]
-    if max(n, k) < ONEDNN_MIN_GRAD_FEATURES:
+    xt, gt = x.t(), grad.t()
+    if not _routable(xt, gt):
         return grad.t() @ x
-    if n > k:
-        return _product(x.t(), grad.t()).t().contiguous()
-    return _product(grad.t(), x.t())
+
+    def onednn() -> torch.Tensor | None:
+        if n > k:
+            out = _onednn_product(xt, gt)
+            return None if out is None else out.t().contiguous()
+        return _onednn_product(gt, xt)
+
+    return _routed("weight_grad", (grad.dtype, grad.shape[0], k, n), onednn, lambda: grad.t() @ x)
 
 
 def linear_gelu(x: torch.Tensor, layer: nn.Linear, act: nn.Module) -> torch.Tensor:
     """``act(layer(x))`` with ``act`` an exact ``nn.GELU``, GELU fused into the product where eligible."""
     exact_gelu = type(act) is nn.GELU and act.approximate == "none"
     if exact_gelu and type(layer) is nn.Linear and not _hooked(layer, act) and _eligible(x, layer.weight, layer.bias):
-        out = _kernel(x, layer.weight, layer.bias, gelu=True)
-        if out is not None:
-            return out
+        weight, bias = layer.weight, layer.bias
+        return _routed(
+            "infer_gelu",
+            _layer(x, weight),
+            lambda: _kernel(x, weight, bias, gelu=True),
+            lambda: F.gelu(F.linear(x, weight, bias)),
+        )
     return act(layer(x))
