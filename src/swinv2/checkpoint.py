@@ -42,13 +42,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
         except SafetensorError as exc:  # a bad header, offsets past the end, a truncated file
             raise ValueError(f"{path} is not a valid safetensors file ({exc})") from exc
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip format, a legacy pickle
-        raise ValueError(
-            f"{path} is not a checkpoint (expected a .safetensors file, a PyTorch .pt / .pth / .bin state "
-            "dict or a run folder)"
-        )
+    _check_torch_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an unpickler refusal, a truncated file
@@ -60,6 +54,82 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, expected a state dict")
     return obj, {}
+
+
+def _check_torch_file(path: Path) -> None:
+    """``ValueError`` unless ``path`` starts like a torch file (zip format, or a legacy pickle)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise ValueError(
+            f"{path} is not a checkpoint (expected a .safetensors file, a PyTorch .pt / .pth / .bin state "
+            "dict or a run folder)"
+        )
+
+
+def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """A ``.safetensors`` file's string metadata, read from its header alone (other checkpoints have none;
+    a file that is no checkpoint is named so)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        _check_torch_file(path)
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except SafetensorError as exc:
+        raise ValueError(f"{path} is not a valid safetensors file ({exc})") from exc
+
+
+def checkpoint_skeleton(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors as meta tensors (names, shapes, dtypes) without reading their data: the
+    safetensors header, or a zip-format torch file memory-mapped (weights-only). What a model built from an
+    untrusted config is checked against before anything is allocated."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: _meta(f.get_slice(k)) for k in f.keys()}  # noqa: SIM118
+        except SafetensorError as exc:
+            raise ValueError(f"{path} is not a valid safetensors file ({exc})") from exc
+    with open(path, "rb") as f:
+        zipped = f.read(4).startswith(b"PK\x03\x04")
+    if not zipped:  # a legacy pickle cannot be memory-mapped: read it (no more than the file holds)
+        tensors, _ = read_checkpoint(path)
+    else:
+        try:
+            tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:
+            raise ValueError(f"{path} could not be read as a weights-only checkpoint ({type(exc).__name__})") from exc
+    from .convert import unwrap
+
+    return {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in unwrap(tensors).items()}
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _meta(view) -> torch.Tensor:
+    dtype = _SAFETENSORS_DTYPES.get(view.get_dtype(), torch.float32)
+    return torch.empty(view.get_shape(), dtype=dtype, device="meta")
+
+
+def check_shapes(own: dict[str, torch.Tensor], incoming: dict[str, torch.Tensor], what: str) -> None:
+    """``ValueError`` naming every key whose presence or shape differs (dtypes may: loading casts them)."""
+    problems = [f"missing {k}" for k in own if k not in incoming]
+    problems += [f"unexpected {k}" for k in incoming if k not in own]
+    problems += [
+        f"{k} {tuple(incoming[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+        for k in own.keys() & incoming.keys()
+        if incoming[k].shape != own[k].shape
+    ]
+    if problems:
+        more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise ValueError(f"{what}: {'; '.join(sorted(problems)[:8])}{more}")
 
 
 def save_weights(

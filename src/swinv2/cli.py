@@ -17,6 +17,10 @@ def _models(args: argparse.Namespace) -> int:
     from .models.config import to_pair
     from .registry import get_entry, list_models
 
+    if args.pretrained:
+        from .weights.tags import print_catalogue
+
+        return print_catalogue(args.pattern, args.json)
     names = list_models(args.pattern)
     if not names:
         print(f"no model matches {args.pattern!r}", file=sys.stderr)
@@ -150,10 +154,20 @@ def _eval(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from .infer import load_classifier, predict_images, predict_onnx
 
-    if str(args.checkpoint).endswith(".onnx"):
+    if (args.model is None) != (not args.pretrained):
+        raise ValueError("--model NAME.TAG and --pretrained go together: predict with released weights")
+    if args.model is not None:  # released weights by name: every positional is an image
+        from .infer import released_classifier
+
+        args.images = [args.checkpoint, *args.images]
+        model, info = released_classifier(args.model, args.source, args.img_size, args.window_size)
+        predictions = predict_images(model, info, args.images, args.topk)
+    elif str(args.checkpoint).endswith(".onnx"):
         if args.img_size or args.window_size:
             raise ValueError("an ONNX file runs at the size it was exported at; re-export for another size")
         predictions = predict_onnx(args.checkpoint, args.images, args.topk)
+    elif not args.images:
+        raise ValueError("give the image files after the checkpoint")
     else:
         model, info = load_classifier(args.checkpoint, args.img_size, args.window_size)
         predictions = predict_images(model, info, args.images, args.topk)
@@ -424,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list registered models with params, GFLOPs, resolution and window")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'swinv2_tiny*'")
     p.add_argument("--json", action="store_true", help="one JSON object per model (full config)")
+    p.add_argument(
+        "--pretrained", action="store_true", help="the released weights instead: NAME.TAG, source, size, top-1"
+    )
     p.set_defaults(func=_models)
 
     from .convert import SOURCES
@@ -491,8 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k class names for image files")
-    p.add_argument("checkpoint", help="run folder, model.safetensors, save_pretrained folder or exported .onnx file")
-    p.add_argument("images", nargs="+")
+    p.add_argument(
+        "checkpoint",
+        help="run folder, model.safetensors, save_pretrained folder or exported .onnx file (an image with --model)",
+    )
+    p.add_argument("images", nargs="*")
+    p.add_argument("--model", help="released weights NAME.TAG instead of a checkpoint (with --pretrained)")
+    p.add_argument(
+        "--pretrained", action="store_true", help="with --model: its released weights (see models --pretrained)"
+    )
+    p.add_argument("--source", default="auto", help="with --model: timm, hf, official or torchvision (default: auto)")
     p.add_argument("--topk", type=_positive, default=5)
     p.add_argument("--img-size", type=int)
     p.add_argument("--window-size", type=int)

@@ -12,26 +12,47 @@ from .registry import get_config
 def create_model(
     name: str,
     *,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: bool | str | os.PathLike | None = None,
     source: str = "auto",
     strict: bool = False,
+    cache_dir: str | None = None,
+    revision: str | None = None,
     grad_checkpointing: bool = False,
     sequential_attention: bool | int = False,
     sequential_mlp: bool | int = False,
     **overrides: object,
 ) -> SwinV2:
-    """Build model ``name`` with config fields replaced by ``overrides``.
+    """Build model ``name`` (a registered name, or timm's ``name.tag`` of released weights) with config
+    fields replaced by ``overrides``.
 
-    ``pretrained`` is a checkpoint file (``.safetensors``, or ``.pth``/``.bin`` read with
-    ``weights_only=True``) in any layout :func:`swinv2.convert_state_dict` knows. A differing class count
-    re-creates the head, other windows rebuild the position tables, and files written by this project
-    also bring the windows they were trained with (so Log-CPB keeps its coordinates) unless
-    ``pretrained_window_sizes`` is given. Problems are logged by key name; ``strict=True`` raises instead.
-    ``grad_checkpointing``, ``sequential_attention`` and ``sequential_mlp`` are the memory savers of
-    :meth:`SwinV2.set_grad_checkpointing`, :meth:`SwinV2.set_sequential_attention` and
-    :meth:`SwinV2.set_sequential_mlp`.
+    ``pretrained=True`` loads the released weights of the tag (the model's default tag without one; see
+    ``swinv2 models --pretrained``) from ``source``: ``auto`` / ``timm`` (timm's Hub repository), ``hf``
+    (Microsoft's transformers repository), ``official`` (the GitHub-release file) or ``torchvision``,
+    through the Hugging Face cache (``cache_dir``, ``revision``, ``HF_HUB_OFFLINE``) or torch.hub's
+    checkpoint folder, with their preprocessing and class names. A tag without ``pretrained`` builds the
+    tag's configuration (its class count) with random weights.
+
+    ``pretrained`` may also be a checkpoint file (``.safetensors``, or ``.pth``/``.bin`` read with
+    ``weights_only=True``) in any layout :func:`swinv2.convert_state_dict` knows (``source`` names it,
+    ``auto`` detects it). A differing class count re-creates the head, other windows rebuild the position
+    tables, and files written by this project also bring the windows they were trained with (so Log-CPB
+    keeps its coordinates) unless ``pretrained_window_sizes`` is given. Problems are logged by key name;
+    ``strict=True`` raises instead. ``grad_checkpointing``, ``sequential_attention`` and ``sequential_mlp``
+    are the memory savers of :meth:`SwinV2.set_grad_checkpointing`, :meth:`SwinV2.set_sequential_attention`
+    and :meth:`SwinV2.set_sequential_mlp`.
     """
-    if pretrained is None:
+    from .weights.tags import find_tag, split_name
+
+    base, tag = split_name(name)
+    if pretrained is True or tag is not None:
+        from .weights.released import fetch_released, load_released, released_overrides
+
+        released = find_tag(base, tag)  # before anything is built: an unknown tag or a missing file is named
+        fetched = fetch_released(released.name, source, cache_dir, revision) if pretrained is True else None
+        model = SwinV2(get_config(base, **released_overrides(released, overrides)))
+        if fetched is not None:
+            load_released(model, fetched, strict)
+    elif pretrained is None or pretrained is False:
         model = SwinV2(get_config(name, **overrides))
     else:
         from .checkpoint import load_converted, read_checkpoint

@@ -21,7 +21,6 @@ def load_classifier(
     ``crop_pct`` and the whole ``preprocessing``.
     """
     from .deploy import from_pretrained
-    from .deploy.hub import model_preprocessing
 
     expect_run(path, ("classify",), "`swinv2 eval` / `predict`")
     model = from_pretrained(path)
@@ -32,6 +31,13 @@ def load_classifier(
             f"{path} holds an encoder without a classifier head (SimMIM pretraining writes those): "
             "fine-tune it first, `swinv2 train --pretrained PATH`"
         )
+    return _at_size(model, img_size, window_size)
+
+
+def _at_size(model: SwinV2, img_size: int | None, window_size: int | None) -> tuple[SwinV2, dict]:
+    """``model`` (eval mode) at another size / window, and what came with its weights."""
+    from .deploy.hub import model_preprocessing
+
     if img_size is not None or window_size is not None:
         # trained windows stay the CPB's; the stored preprocessing follows the new size
         model.set_input_size(img_size=img_size, window_size=window_size)
@@ -40,6 +46,15 @@ def load_classifier(
     if model.classes is not None:
         info["classes"] = model.classes
     return model.eval(), info
+
+
+def released_classifier(
+    name: str, source: str = "auto", img_size: int | None = None, window_size: int | None = None
+) -> tuple[SwinV2, dict]:
+    """The released weights ``name`` (``model.tag``) as :func:`load_classifier` returns a run's."""
+    from .factory import create_model
+
+    return _at_size(create_model(name, pretrained=True, source=source), img_size, window_size)
 
 
 def check_image_path(path: str | Path) -> None:

@@ -19,6 +19,8 @@ from torch import nn
 
 from ..checkpoint import read_checkpoint, save_weights
 from ..runs import expect_run
+from ..weights.fetch import HUB_WEIGHTS, hub_extra, hub_files
+from ..weights.transformers_layout import is_transformers_config
 from .preprocess import Preprocessing
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -62,11 +64,26 @@ def model_preprocessing(model: nn.Module) -> Preprocessing:
     return prep if prep is not None else Preprocessing.for_model(model.cfg)
 
 
+LAYOUTS = ("swinv2", "transformers")
+
+
 def save_pretrained(
-    model: nn.Module, directory: str | os.PathLike, preprocessing: Preprocessing | None = None, classes=None
+    model: nn.Module,
+    directory: str | os.PathLike,
+    preprocessing: Preprocessing | None = None,
+    classes=None,
+    layout: str = "swinv2",
 ) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` (the Hub layout; upload the folder as it is)."""
+    """Write ``config.json`` and ``model.safetensors`` (the Hub layout; upload the folder as it is).
+
+    ``layout="transformers"`` writes what ``transformers.AutoModelForImageClassification.from_pretrained``
+    reads instead (a ``Swinv2Config``, its weight names, ``preprocessor_config.json``): a model trained here
+    published for transformers users. Configurations transformers cannot express are refused by name."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     directory = Path(directory)
+    if layout == "transformers":
+        return _save_transformers(model, directory, preprocessing, classes)
     directory.mkdir(parents=True, exist_ok=True)
     info = description(model, preprocessing, classes)
     meta = {
@@ -81,20 +98,51 @@ def save_pretrained(
     return directory
 
 
+def _save_transformers(model: nn.Module, directory: Path, preprocessing, classes) -> Path:
+    from ..checkpoint import write_safetensors
+    from ..convert.to_hf import to_hf
+    from ..train.state import write_json
+    from ..weights.transformers_layout import image_processor_config, to_transformers_config
+
+    if type(model).__name__ != "SwinV2":
+        raise ValueError(f"the transformers layout holds image SwinV2 models, not {type(model).__name__}")
+    config = to_transformers_config(model, classes)  # refuses first: nothing is written for such a model
+    directory.mkdir(parents=True, exist_ok=True)
+    write_safetensors(to_hf(model.state_dict(), head=model.cfg.num_classes > 0), directory / WEIGHTS, {"format": "pt"})
+    write_json(directory / CONFIG, config)
+    write_json(
+        directory / "preprocessor_config.json", image_processor_config(preprocessing or model_preprocessing(model))
+    )
+    return directory
+
+
 def from_pretrained(
     name_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir: str | None = None
 ) -> nn.Module:
     """A model from a folder written by :func:`save_pretrained` or ``swinv2 train`` (a run folder), a
-    ``.safetensors`` file of this project, or a Hugging Face Hub repository id. Strict: every tensor
-    must fit. Returned in eval mode with ``.preprocessing`` and ``.classes`` set."""
+    ``.safetensors`` file of this project, a transformers Swinv2 repository or folder (``config.json`` of a
+    ``Swinv2Config`` beside ``model.safetensors`` or ``pytorch_model.bin``; a masked-image-modelling one
+    gives a :class:`~swinv2.models.SimMIM`), or a Hugging Face Hub id of any of these. Strict: every tensor
+    must fit, and a config whose shapes disagree with the weights' is refused before the model is
+    allocated (checked on the meta device against the file's header). Returned in eval mode with
+    ``.preprocessing`` and ``.classes`` set."""
     weights, config = _resolve(name_or_path, revision, cache_dir)
-    tensors, meta = read_checkpoint(weights)
     info = json.loads(config.read_text()) if config is not None and config.is_file() else {}
+    if is_transformers_config(info):
+        return _from_transformers(weights, config, info)
+    tensors = None
     if "architecture" not in info:  # a run folder's config.json is its recipe: the weights describe the model
+        tensors, meta = read_checkpoint(weights)  # names a file that is no checkpoint; no more than it holds
         info = _from_metadata(meta, weights)
+    if info["architecture"] not in _architectures():
+        raise ValueError(
+            f"{config or weights} describes a {info['architecture']!r}, expected {sorted(_architectures())}"
+        )
     model_class, config_class = _architectures()[info["architecture"]]
     cfg = config_class(**info["config"])
-    model = model_class(cfg)
+    model = build_checked(lambda: model_class(cfg), weights, f"{config or weights}")
+    if tensors is None:
+        tensors, _ = read_checkpoint(weights)
     from ..checkpoint import load_state_dict_into
 
     load_state_dict_into(model, tensors, strict=True)
@@ -102,6 +150,69 @@ def from_pretrained(
     model.preprocessing = Preprocessing.from_dict(prep) if prep else Preprocessing.for_model(model.cfg)
     model.classes = info.get("classes")
     return model.eval()
+
+
+def build_checked(make, weights: Path, what: str, convert=None, part: str = "") -> nn.Module:
+    """``make()`` once its state dict, built on the meta device, has the shapes of ``weights`` (after
+    ``convert``; ``part``: the prefix of the model's keys the file holds): a config that disagrees with
+    the weights is refused before anything the config sizes is allocated."""
+    import torch
+
+    from ..checkpoint import check_shapes, checkpoint_skeleton
+
+    with torch.device("meta"):
+        skeleton = make()
+    expected = {k.removeprefix(part): v for k, v in skeleton.state_dict().items() if k.startswith(part)}
+    incoming = checkpoint_skeleton(weights)
+    if convert is not None:
+        incoming = convert(incoming)
+    check_shapes(expected, incoming, f"{what} does not describe the weights in {weights}")
+    return make()
+
+
+def _from_transformers(weights: Path, config: Path, info: dict) -> nn.Module:
+    """A transformers Swinv2 repository: its classifier, bare encoder or masked-image model."""
+    from ..convert import convert_state_dict
+    from ..models import SimMIM, SwinV2, SwinV2Config
+    from ..weights.released import id2label_names
+    from ..weights.transformers_layout import config_fields, kind_of
+
+    cfg = SwinV2Config(**config_fields(info))
+    kind = kind_of(info)
+    what = f"{config} (a transformers Swinv2Config)"
+
+    def convert(sd: dict) -> dict:
+        return convert_state_dict(sd, "hf")
+
+    def encoder_only(sd: dict) -> dict:
+        return {k: v for k, v in convert(sd).items() if k != "mask_token" and not k.startswith("decoder.")}
+
+    if kind == "masked":
+        model = build_checked(lambda: SimMIM(SwinV2(cfg)), weights, what, encoder_only, part="encoder.")
+        tensors, _ = read_checkpoint(weights)
+        model.load_converted(convert(tensors))
+        model.encoder.preprocessing = _transformers_preprocessing(config, model.encoder)
+        return model.eval()
+    model = build_checked(lambda: SwinV2(cfg), weights, what, convert)
+    from ..checkpoint import load_state_dict_into
+
+    tensors, _ = read_checkpoint(weights)
+    load_state_dict_into(model, convert(tensors), strict=True)
+    model.preprocessing = _transformers_preprocessing(config, model)
+    names = id2label_names(info) if kind == "classify" else None
+    model.classes = names if names is not None and len(names) == cfg.num_classes else None
+    return model.eval()
+
+
+def _transformers_preprocessing(config: Path, model: nn.Module) -> Preprocessing:
+    """The repository's ``preprocessor_config.json`` (its statistics and resampling), else the defaults."""
+    path = config.with_name("preprocessor_config.json")
+    if not path.is_file():
+        return Preprocessing.for_model(model.cfg)
+    data = json.loads(path.read_text())
+    resample = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(data.get("resample"), "bicubic")
+    keep = {"mean": tuple(data["image_mean"]), "std": tuple(data["image_std"])} if "image_mean" in data else {}
+    return Preprocessing.for_model(model.cfg, interpolation=resample, crop_pct=1.0, **keep)
 
 
 def _from_metadata(meta: dict[str, str], weights: Path) -> dict:
@@ -131,9 +242,12 @@ def _resolve(name_or_path, revision, cache_dir) -> tuple[Path, Path | None]:
         return _from_hub(str(name_or_path).removeprefix(HUB_PREFIX), revision, cache_dir)
     local = Path(os.path.expanduser(name_or_path))  # os.path's: an unknown ~user stays as it is
     if local.is_dir():
-        if not (local / WEIGHTS).is_file():
-            raise FileNotFoundError(f"{local} has no {WEIGHTS} (expected a folder written by save_pretrained)")
-        return local / WEIGHTS, local / CONFIG
+        found = next((local / name for name in HUB_WEIGHTS if (local / name).is_file()), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"{local} has no {' or '.join(HUB_WEIGHTS)} (expected a folder written by save_pretrained)"
+            )
+        return found, local / CONFIG
     if local.is_file():
         return local, None
     repo = str(name_or_path)
@@ -147,26 +261,10 @@ def _resolve(name_or_path, revision, cache_dir) -> tuple[Path, Path | None]:
 def _from_hub(repo: str, revision, cache_dir) -> tuple[Path, Path | None]:
     if not HUB_ID.fullmatch(repo):
         raise FileNotFoundError(f"{HUB_PREFIX}{repo}: a Hub id is owner/name")
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:
-        raise FileNotFoundError(
-            f"{repo} is not a local folder, and huggingface_hub is not installed to fetch it from the Hub "
-            "(pip install huggingface_hub)"
-        ) from exc
-    where = {"revision": revision, "cache_dir": cache_dir, "local_files_only": hub_offline()}
-    try:
-        weights = hf_hub_download(repo, WEIGHTS, **where)
-        config = hf_hub_download(repo, CONFIG, **where)
-    except Exception as exc:  # offline without a cached copy, no such repository, no such file
-        raise FileNotFoundError(f"{repo}: not a local folder, and the Hub gave {type(exc).__name__}: {exc}") from exc
-    return Path(weights), Path(config)
-
-
-def hub_offline() -> bool:
-    """``HF_HUB_OFFLINE`` as it is now: huggingface_hub reads it once, when it is first imported (often by
-    transformers or timm, before a user sets it), and would then try the network for 20 s or more."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+    weights, config = hub_files(repo, cache_dir, revision)
+    if config is not None:  # a transformers repository keeps its preprocessing beside its config
+        hub_extra(repo, "preprocessor_config.json", cache_dir, revision)
+    return weights, config
 
 
 def _local_reason(text: str) -> str | None:

@@ -194,11 +194,12 @@ class SwinV2Base(nn.Module):
     preprocessing = None  # a swinv2.deploy.Preprocessing once loaded by from_pretrained (else the default)
     classes: list[str] | None = None  # class names, when the weights came with them
 
-    def save_pretrained(self, directory, preprocessing=None, classes=None):
-        """``config.json`` + ``model.safetensors`` in ``directory`` (see :func:`swinv2.deploy.save_pretrained`)."""
+    def save_pretrained(self, directory, preprocessing=None, classes=None, layout: str = "swinv2"):
+        """``config.json`` + ``model.safetensors`` in ``directory``, this project's layout or transformers'
+        (see :func:`swinv2.deploy.save_pretrained`)."""
         from ..deploy.hub import save_pretrained
 
-        return save_pretrained(self, directory, preprocessing, classes)
+        return save_pretrained(self, directory, preprocessing, classes, layout)
 
     @property
     def pretrained_cfg(self) -> dict:
