@@ -241,7 +241,7 @@ def test_timm_create_model_builds_this_projects_models_with_features_and_data_co
     assert model.num_classes == 3 and model.get_classifier().out_features == 3
     model.reset_classifier(5)
     assert model.num_classes == 5 and model(x).shape == (2, 5)
-    with pytest.raises(ValueError, match="nothing is downloaded"):
+    with pytest.raises(ValueError, match="micro_window4_32 has no released weights; pass pretrained_cfg_overlay"):
         timm.create_model("swinv2lib_micro_window4_32", pretrained=True)
 
 

@@ -61,10 +61,10 @@ def test_padding_follows_the_roll():
 
 
 def test_effective_window_clips_and_unshifts_per_dimension():
-    assert effective_window((8, 8), (16, 16), (8, 8)) == ((8, 8), (0, 0))
-    assert effective_window((8, 32), (16, 16), (8, 8)) == ((8, 16), (0, 8))
-    assert effective_window((8, 8), (16, 16), (8, 8), clip=False) == ((16, 16), (0, 0))
-    assert effective_window((32, 32), (8, 8), (4, 4)) == ((8, 8), (4, 4))
+    assert effective_window((8, 8), (16, 16), (8, 8)) == ([8, 8], [0, 0])
+    assert effective_window((8, 32), (16, 16), (8, 8)) == ([8, 16], [0, 8])
+    assert effective_window((8, 8), (16, 16), (8, 8), clip=False) == ([16, 16], [0, 0])
+    assert effective_window((32, 32), (8, 8), (4, 4)) == ([8, 8], [4, 4])
 
 
 def test_pad_to_window():

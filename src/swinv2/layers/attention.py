@@ -90,7 +90,7 @@ class WindowAttention(nn.Module):
         if attention == "cosine":
             self.logit_scale = nn.Parameter(torch.empty(num_heads, 1, 1))
         if position_bias == "table":
-            self.rel_pos: nn.Module = RelativePositionTable(num_heads, window)
+            self.rel_pos = RelativePositionTable(num_heads, window)
         else:
             log_spaced = position_bias == "log_cpb"
             self.rel_pos = ContinuousPositionBias(num_heads, pretrained_window, log_spaced, cpb_hidden)
@@ -128,8 +128,10 @@ class WindowAttention(nn.Module):
         except RuntimeError:  # parameters created under inference_mode have no version counter
             return None
 
-    def attention_bias(self, window: Window, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    def attention_bias(self, window: list[int], mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """Additive attention bias: ``(heads, N, N)``, or ``(nW, heads, N, N)`` with a mask."""
+        if torch.jit.is_scripting():  # TorchScript keeps no cache
+            return self._merge_bias(window, mask, dtype)
         cacheable = not (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
         stamp = self._parameter_stamp() if cacheable else None
         if stamp is None:
@@ -143,7 +145,7 @@ class WindowAttention(nn.Module):
             self._bias_cache[key] = (stamp, mask, bias)  # holding the mask keeps its id unique
         return bias
 
-    def _merge_bias(self, window: Window, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    def _merge_bias(self, window: list[int], mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         bias = self.rel_pos(window).to(dtype)  # (heads, N, N)
         if mask is not None:
             bias = bias.unsqueeze(0) + mask.unsqueeze(1).to(dtype)  # (nW, heads, N, N)
@@ -159,9 +161,9 @@ class WindowAttention(nn.Module):
         qkv = linear_weights(x, self.qkv.weight, bias).view(b, n, 3, self.num_heads, self.head_dim)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B_, heads, N, hd), a view
         if not self.fused:
-            return qkv.unbind(0)
-        q, k = self._scale_queries_keys(qkv[:2]).unbind(0)
-        return q, k, qkv[2]
+            return qkv[0], qkv[1], qkv[2]
+        qk = self._scale_queries_keys(qkv[:2])
+        return qk[0], qk[1], qkv[2]
 
     def _scale_queries_keys(self, qk: torch.Tensor) -> torch.Tensor:
         """Queries and keys ``(2, B_, heads, N, hd)`` whose plain product is the attention logits: for
@@ -173,27 +175,31 @@ class WindowAttention(nn.Module):
             scale = torch.cat((scale, torch.ones_like(scale)))  # q's 1 / tau, k's 1
             factor = _inverse_norm(qk) * scale  # contiguous (2, B_, heads, N, 1)
         else:
-            factor = qk.new_tensor([self.head_dim**-0.5, 1.0]).view(2, 1, 1, 1, 1)
-            factor = factor.expand(*qk.shape[:-1], 1).contiguous()  # q's 1 / sqrt(hd), k's 1
+            factor = torch.tensor([self.head_dim**-0.5, 1.0], dtype=qk.dtype, device=qk.device).view(2, 1, 1, 1, 1)
+            factor = factor.expand(2, qk.shape[1], qk.shape[2], qk.shape[3], 1).contiguous()  # q's 1/sqrt(hd), k's 1
         return factor * qk  # the first operand's layout wins: contiguous, though qk is a strided view
 
-    def forward(self, x: torch.Tensor, window: Window, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, window: list[int], mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``(B * nW, N, C)`` windows; ``mask``: additive ``(nW, N, N)`` or None."""
-        chunk = self.chunk_windows(x.shape[1])
-        if chunk < x.shape[0]:
-            return self.proj_drop(self._sequential(x, window, mask, chunk))
+        if not torch.jit.is_scripting():  # sequential attention is a memory saver of eager training
+            chunk = self.chunk_windows(x.shape[1])
+            if chunk < x.shape[0]:
+                return self.proj_drop(self._sequential(x, window, mask, chunk))
         q, k, v = self._qkv(x)
         bias = self.attention_bias(window, mask, q.dtype)
         if mask is not None:
             nw = mask.shape[0]
-            q, k, v = (t.view(x.shape[0] // nw, nw, self.num_heads, *t.shape[-2:]) for t in (q, k, v))
+            q, k, v = _per_image(q, nw), _per_image(k, nw), _per_image(v, nw)
         out = self._fused(q, k, v, bias) if self.fused else self._explicit(q, k, v, bias)
         return self.proj_drop(self._merge_heads(out, x.shape))
 
-    def _merge_heads(self, out: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    def _merge_heads(self, out: torch.Tensor, shape: list[int]) -> torch.Tensor:
         """Per-head outputs ``(B_, [nW,] heads, N, hd)`` -> output projection of ``(B_, N, C)``."""
         b_, n, c = shape
-        return linear(out.reshape(b_, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(b_, n, c), self.proj)
+        out = out.reshape(b_, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(b_, n, c)
+        if torch.jit.is_scripting():
+            return self.proj(out)
+        return linear(out, self.proj)
 
     def chunk_windows(self, n: int) -> int:
         """Most windows per chunk of sequential attention (``sys.maxsize`` when it is off)."""
@@ -230,9 +236,10 @@ class WindowAttention(nn.Module):
         out = self._fused(q, k, v, bias) if self.fused else self._explicit(q, k, v, bias)
         return self._merge_heads(out, x.shape)
 
-    def logit_scale_value(self) -> torch.Tensor:
-        """``1 / tau`` per head, ``(heads, 1, 1)``."""
-        return torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()
+    def logit_scale_value(self, limit: float = MAX_LOGIT_SCALE) -> torch.Tensor:
+        """``1 / tau`` per head, ``(heads, 1, 1)``, with ``ln(1 / tau)`` clamped at ``limit`` (an argument
+        because TorchScript reads no float globals)."""
+        return torch.clamp(self.logit_scale, max=limit).exp()
 
     def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         if self.attention == "cosine":
@@ -249,6 +256,8 @@ class WindowAttention(nn.Module):
         if not sdpa_pays(q, bias):
             return self._matrices(q, k, v, bias)
         dropout = self.attn_drop if self.training else 0.0
+        if torch.jit.is_scripting():  # no kernel selection in TorchScript: PyTorch's own order
+            return self._sdpa(q, k, v, bias, dropout)
         with sdpa_kernel(sdpa_backends(q, k, v, bias)):
             return self._sdpa(q, k, v, bias, dropout)
 
@@ -267,7 +276,7 @@ class WindowAttention(nn.Module):
             # SDPA's kernels take 4-D inputs only (5-D falls back to the math path, 3x slower on a CPU):
             # fold the windows into the head axis so the (nW, heads, N, N) bias broadcasts over the batch.
             b, nw, h, n, d = q.shape
-            q, k, v = (t.reshape(b, nw * h, n, d) for t in (q, k, v))
+            q, k, v = q.reshape(b, nw * h, n, d), k.reshape(b, nw * h, n, d), v.reshape(b, nw * h, n, d)
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias.reshape(1, nw * h, n, n), dropout_p=dropout, scale=1.0
             )
@@ -275,6 +284,11 @@ class WindowAttention(nn.Module):
         # A 3-D mask also sends SDPA to the math path; (1, heads, N, N) keeps the flash kernel.
         mask = bias if bias.dim() == 4 else bias.unsqueeze(0)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=1.0)
+
+
+def _per_image(t: torch.Tensor, windows: int) -> torch.Tensor:
+    """``(B * nW, heads, N, hd)`` -> ``(B, nW, heads, N, hd)``, so that a per-window mask broadcasts."""
+    return t.view(t.shape[0] // windows, windows, t.shape[1], t.shape[2], t.shape[3])
 
 
 def _mask_rows(mask: torch.Tensor, start: int, count: int) -> torch.Tensor:
@@ -287,9 +301,9 @@ def _mask_rows(mask: torch.Tensor, start: int, count: int) -> torch.Tensor:
     return mask[torch.arange(start, start + count, device=mask.device) % nw]
 
 
-def _inverse_norm(t: torch.Tensor) -> torch.Tensor:
+def _inverse_norm(t: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
     """``1 / max(|t|, eps)`` over the last axis, as ``F.normalize`` divides by."""
-    return torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(NORM_EPS).reciprocal()
+    return torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(eps).reciprocal()
 
 
 def sdpa_backends(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> list[SDPBackend]:

@@ -155,6 +155,8 @@ def linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
 
 def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN on eligible CPU calls."""
+    if torch.jit.is_scripting():
+        return F.linear(x, weight, bias)
     out = _onednn_linear(x, weight, bias)
     return F.linear(x, weight, bias) if out is None else out
 

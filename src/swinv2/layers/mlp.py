@@ -51,6 +51,8 @@ class Mlp(nn.Module):
         return int(self.sequential) or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():  # no fused kernels or chunks in TorchScript: the plain layers
+            return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
         chunk = self.chunk_tokens()
         tokens = x.reshape(-1, x.shape[-1])
         if chunk is None or chunk >= tokens.shape[0]:

@@ -50,5 +50,10 @@ class PatchMerging(nn.Module):
         # The order (0,0), (1,0), (0,1), (1,1) of (row, col) offsets is what every released checkpoint uses.
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         if self.norm_first:
-            return linear(self.norm(x), self.reduction)
-        return self.norm(linear(x, self.reduction))  # (B, H/2, W/2, 2C)
+            return self._reduce(self.norm(x))
+        return self.norm(self._reduce(x))  # (B, H/2, W/2, 2C)
+
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self.reduction(x)
+        return linear(x, self.reduction)

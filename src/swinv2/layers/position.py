@@ -20,19 +20,27 @@ from torch import nn
 Window = tuple[int, ...]  # (h, w) for images, (t, h, w) for video
 
 
-def relative_position_index(window: Window, device: torch.device | None = None) -> torch.Tensor:
+def window_tokens(window: list[int]) -> int:
+    """Tokens in a window, the product of its sides (``math.prod``, which TorchScript lacks)."""
+    n = 1
+    for side in window:
+        n *= side
+    return n
+
+
+def relative_position_index(window: list[int], device: torch.device | None = None) -> torch.Tensor:
     """Index ``(N, N)`` into a table of ``prod(2w - 1)`` offsets, for the N tokens of a window (2-D or 3-D)."""
     axes = [torch.arange(w, device=device) for w in window]
-    coords = torch.stack(torch.meshgrid(*axes, indexing="ij")).flatten(1)  # (D, N)
+    coords = torch.stack(torch.meshgrid(axes, indexing="ij")).flatten(1)  # (D, N)
     rel = coords[:, :, None] - coords[:, None, :]  # (D, N, N), offsets in [-(w - 1), w - 1]
     index = torch.zeros_like(rel[0])
-    for offsets, w in zip(rel, window):  # mixed radix, first axis most significant
-        index = index * (2 * w - 1) + offsets + w - 1
+    for axis, w in enumerate(window):  # mixed radix, first axis most significant
+        index = index * (2 * w - 1) + rel[axis] + w - 1
     return index
 
 
 def relative_coords_table(
-    window: Window, pretrained_window: Window, log_spaced: bool = True, device: torch.device | None = None
+    window: list[int], pretrained_window: list[int], log_spaced: bool = True, device: torch.device | None = None
 ) -> torch.Tensor:
     """Normalised offsets ``(prod(2w - 1), D)`` fed to the CPB meta network (D = 2 axes, or 3 for video).
 
@@ -41,12 +49,12 @@ def relative_coords_table(
     (the official code divides by zero there), so the divisor is kept at least 1.
     """
     axes = [torch.arange(-(w - 1), w, dtype=torch.float32, device=device) for w in window]
-    table = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (2wh - 1, 2ww - 1, D)
+    table = torch.stack(torch.meshgrid(axes, indexing="ij"), dim=-1)  # (2wh - 1, 2ww - 1, D)
     divisor = torch.tensor([max(p - 1, 1) for p in pretrained_window], dtype=torch.float32, device=device)
     table = table / divisor
     if log_spaced:
         table = table * 8
-        table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+        table = torch.sign(table) * torch.log2(table.abs() + 1.0) / 3.0  # log2(8): [-8, 8] -> [-1, 1]
     return table.flatten(0, -2)
 
 
@@ -73,11 +81,15 @@ class ContinuousPositionBias(nn.Module):
                 self._geometry[key] = (coords, relative_position_index(window, device=device).flatten())
         return self._geometry[key]
 
-    def forward(self, window: Window) -> torch.Tensor:
+    def forward(self, window: list[int]) -> torch.Tensor:
         weight = self.mlp[0].weight
-        coords, index = self._coords_and_index(tuple(window), weight.device)
+        if torch.jit.is_scripting():  # TorchScript keeps no Python-side cache: the geometry is built per call
+            coords = relative_coords_table(window, list(self.pretrained_window), self.log_spaced, weight.device)
+            index = relative_position_index(window, weight.device).flatten()
+        else:
+            coords, index = self._coords_and_index(tuple(window), weight.device)
         table = 16 * torch.sigmoid(self.mlp(coords.to(weight.dtype)))  # (offsets, heads)
-        n = math.prod(window)
+        n = window_tokens(window)
         # contiguous: a heads-last bias makes every broadcast add over the logits 2.5x slower (CPU, bf16)
         return table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()  # (heads, N, N)
 
@@ -128,7 +140,13 @@ class RelativePositionTable(nn.Module):
             self.table = nn.Parameter(resize_position_table(self.table.data, self.window, window))
         self.window = window
 
-    def forward(self, window: Window) -> torch.Tensor:
+    def forward(self, window: list[int]) -> torch.Tensor:
+        if torch.jit.is_scripting():  # TorchScript: the table at its own window (the model's windows)
+            if window != list(self.window):
+                raise ValueError("a scripted V1 position table runs only at the window it was built for")
+            n = window_tokens(window)
+            index = relative_position_index(window, self.table.device).flatten()
+            return self.table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
         window = tuple(window)
         table = self.table
         if window != self.window:
@@ -138,7 +156,7 @@ class RelativePositionTable(nn.Module):
         if key not in self._index:
             with torch.inference_mode(False):  # cached: must stay usable by a later training pass
                 self._index[key] = relative_position_index(window, device=table.device).flatten()
-        n = math.prod(window)
+        n = window_tokens(window)
         return table[self._index[key]].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
 
     def extra_repr(self) -> str:

@@ -16,22 +16,23 @@ PAD_MASK_VALUE = -1.0e4
 
 
 def effective_window(
-    feat_size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], clip: bool = True
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Window and shift actually used on a feature map of ``feat_size``.
+    feat_size: list[int], window: list[int], shift: list[int], clip: bool = True
+) -> tuple[list[int], list[int]]:
+    """Window and shift actually used on a feature map of ``feat_size`` (any number of axes).
 
     A dimension no larger than the window is covered by one window: with ``clip`` the window shrinks to
     the map (the official behaviour), otherwise the map is padded up to the window (torchvision's).
     Either way the shift in that dimension is 0, since one window has nothing to shift across.
+    Lists, so that TorchScript compiles it; callers that key caches on them make tuples.
     """
     # ``f if f < w else w`` rather than ``min``: under export with symbolic sizes the comparison becomes a
     # guard and the window stays a plain int (position tables and masks are built per window size)
-    win = tuple((f if f < w else w) if clip else w for f, w in zip(feat_size, window))
-    sft = tuple(0 if f <= w else s for f, w, s in zip(feat_size, window, shift))
-    return win, sft  # type: ignore[return-value]
+    win = [(f if f < w else w) if clip else w for f, w in zip(feat_size, window)]
+    sft = [0 if f <= w else s for f, w, s in zip(feat_size, window, shift)]
+    return win, sft
 
 
-def pad_to_window(x: torch.Tensor, window: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+def pad_to_window(x: torch.Tensor, window: list[int]) -> tuple[torch.Tensor, int, int]:
     """Zero-pad ``(B, H, W, C)`` at the bottom/right to multiples of ``window``; return it and the pads."""
     _, h, w, _ = x.shape
     pad_h = (window[0] - h % window[0]) % window[0]
@@ -41,7 +42,7 @@ def pad_to_window(x: torch.Tensor, window: tuple[int, int]) -> tuple[torch.Tenso
     return x, pad_h, pad_w
 
 
-def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+def window_partition(x: torch.Tensor, window: list[int]) -> torch.Tensor:
     """``(B, H, W, C)`` -> ``(B * nW, wh * ww, C)``; H and W must be multiples of the window."""
     b, h, w, c = x.shape
     x = x.view(b, h // window[0], window[0], w // window[1], window[1], c)
@@ -49,7 +50,7 @@ def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window[0] * window[1], c)
 
 
-def window_reverse(windows: torch.Tensor, window: tuple[int, int], h: int, w: int) -> torch.Tensor:
+def window_reverse(windows: torch.Tensor, window: list[int], h: int, w: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: ``(B * nW, wh * ww, C)`` -> ``(B, H, W, C)``."""
     c = windows.shape[-1]
     x = windows.view(-1, h // window[0], w // window[1], window[0], window[1], c)
@@ -74,32 +75,36 @@ def _is_padding(size: int, shift: int, valid: int, device: torch.device) -> torc
 
 
 def attention_mask(
-    padded_size: tuple[int, int],
-    window: tuple[int, int],
-    shift: tuple[int, int],
-    valid_size: tuple[int, int],
+    padded_size: list[int],
+    window: list[int],
+    shift: list[int],
+    valid_size: list[int],
     mask_padding: bool = True,
     device: torch.device | None = None,
+    shift_value: float = SHIFT_MASK_VALUE,
+    pad_value: float = PAD_MASK_VALUE,
 ) -> torch.Tensor | None:
     """Additive mask ``(nW, N, N)`` for windows of a padded, rolled map; ``None`` when nothing is masked.
 
-    Tokens of different shift regions get ``SHIFT_MASK_VALUE``; with ``mask_padding``, keys that are
-    padding get ``PAD_MASK_VALUE`` so that real tokens never attend to them.
+    Tokens of different shift regions get ``shift_value``; with ``mask_padding``, keys that are padding
+    get ``pad_value`` so that real tokens never attend to them. (The values are arguments because
+    TorchScript reads no float globals.)
     """
     has_pad = mask_padding and (padded_size[0] > valid_size[0] or padded_size[1] > valid_size[1])
-    if not any(shift) and not has_pad:
+    if shift[0] == 0 and shift[1] == 0 and not has_pad:
         return None
-    device = device or torch.device("cpu")
+    if device is None:
+        device = torch.device("cpu")
     rows = _region_ids(padded_size[0], window[0], shift[0], device)
     cols = _region_ids(padded_size[1], window[1], shift[1], device)
     region = (rows[:, None] * 3 + cols[None, :])[None, :, :, None]
     region = window_partition(region, window).squeeze(-1)  # (nW, N)
     mask = torch.zeros(region.shape[0], region.shape[1], region.shape[1], device=device)
-    mask.masked_fill_(region[:, :, None] != region[:, None, :], SHIFT_MASK_VALUE)
+    mask.masked_fill_(region[:, :, None] != region[:, None, :], shift_value)
     if has_pad:
         pad_rows = _is_padding(padded_size[0], shift[0], valid_size[0], device)
         pad_cols = _is_padding(padded_size[1], shift[1], valid_size[1], device)
         pad = (pad_rows[:, None] | pad_cols[None, :])[None, :, :, None]
         pad = window_partition(pad, window).squeeze(-1)  # (nW, N)
-        mask.masked_fill_(pad[:, None, :], PAD_MASK_VALUE)
+        mask.masked_fill_(pad[:, None, :], pad_value)
     return mask

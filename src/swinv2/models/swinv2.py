@@ -15,8 +15,6 @@ H and G also get an extra LayerNorm on the main branch every ``extra_norm_every`
 Blocks work on channels-last maps ``(B, H, W, C)``; any image size is accepted (padding where needed).
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterable
 
 import torch
@@ -93,10 +91,14 @@ class SwinV2Block(nn.Module):
     _to_window = staticmethod(to_pair)
     _make_mask = staticmethod(attention_mask)
 
-    def _mask(self, padded: Window, window: Window, shift: Window, valid: Window, device) -> torch.Tensor | None:
+    def _mask(
+        self, padded: list[int], window: list[int], shift: list[int], valid: list[int], device: torch.device
+    ) -> torch.Tensor | None:
+        if torch.jit.is_scripting():  # TorchScript keeps no cache (and runs images only)
+            return attention_mask(padded, window, shift, valid, self.mask_padding, device)
         if torch.compiler.is_compiling():  # traced with symbolic sizes (export): built in the graph, not cached
             return self._make_mask(padded, window, shift, valid, self.mask_padding, device)
-        key = (padded, window, shift, valid, device)
+        key = (tuple(padded), tuple(window), tuple(shift), tuple(valid), device)
         if key not in self._masks:
             with torch.inference_mode(False):  # cached: must stay usable by a later training pass
                 self._masks[key] = self._make_mask(padded, window, shift, valid, self.mask_padding, device)
@@ -104,17 +106,18 @@ class SwinV2Block(nn.Module):
 
     def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
         _, h, w, _ = x.shape
-        window, shift = effective_window((h, w), self.window, self.shift, self.clip_windows)
+        window, shift = effective_window([h, w], list(self.window), list(self.shift), self.clip_windows)
+        shifted = shift[0] != 0 or shift[1] != 0
         x, pad_h, pad_w = pad_to_window(x, window)
-        padded = (h + pad_h, w + pad_w)
-        if any(shift):
+        padded = [h + pad_h, w + pad_w]
+        if shifted:
             x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-        mask = self._mask(padded, window, shift, (h, w), x.device)
+        mask = self._mask(padded, window, shift, [h, w], x.device)
         windows = self.attn(window_partition(x, window), window, mask)  # (B * nW, N, C)
-        x = window_reverse(windows, window, *padded)  # (B, Hp, Wp, C)
-        if any(shift):
-            x = torch.roll(x, shifts=shift, dims=(1, 2))
-        return x[:, :h, :w] if pad_h or pad_w else x
+        x = window_reverse(windows, window, padded[0], padded[1])  # (B, Hp, Wp, C)
+        if shifted:
+            x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
+        return x[:, :h, :w] if pad_h > 0 or pad_w > 0 else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.post_norm:
@@ -164,7 +167,9 @@ class SwinV2Stage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
         for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
+            if torch.jit.is_scripting():  # activation checkpointing is eager only
+                x = block(x)
+            elif self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
@@ -176,7 +181,7 @@ def resolve_windows(cfg: SwinV2Config) -> tuple[list[Window], list[Window]]:
     window = to_pair(cfg.window_size)
     used, pretrained = [], []
     for size, pws in zip(cfg.stage_feature_sizes(), cfg.pretrained_window_sizes):
-        win, _ = effective_window(size, window, (0, 0), cfg.clip_windows)
+        win = tuple(effective_window(size, window, (0, 0), cfg.clip_windows)[0])
         used.append(win)
         pretrained.append(to_pair(pws) if min(to_pair(pws)) > 0 else win)
     return used, pretrained
@@ -189,8 +194,10 @@ class SwinV2Base(nn.Module):
     Subclasses build those modules and define ``_check_input`` for their input rank.
     """
 
-    cfg: SwinV2Config
-    stages: nn.ModuleList
+    # TorchScript compiles the forward pass only: the config, the loaded preprocessing and timm's
+    # descriptions stay Python-side
+    __jit_ignored_attributes__ = ("cfg", "preprocessing", "_pretrained_windows")
+    __jit_unused_properties__ = ("pretrained_cfg", "default_cfg", "num_classes", "head_hidden_size", "feature_info")
     preprocessing = None  # a swinv2.deploy.Preprocessing once loaded by from_pretrained (else the default)
     classes: list[str] | None = None  # class names, when the weights came with them
 
@@ -206,8 +213,12 @@ class SwinV2Base(nn.Module):
         """timm's description of the weights: preprocessing, class count, first conv and classifier."""
         from ..deploy.hub import model_preprocessing
 
+        prep = model_preprocessing(self).to_dict()
+        stride = self.cfg.patch_size * 2 ** (len(self.cfg.depths) - 1)
         extra = {"num_classes": self.cfg.num_classes, "first_conv": "patch_embed.proj", "classifier": "head.fc"}
-        return {**model_preprocessing(self).to_dict(), **extra, "label_names": self.classes}
+        extra["pool_size"] = tuple(-(-side // stride) for side in prep["input_size"][1:])  # the final token map
+        extra["fixed_input_size"] = False  # any size runs (padded to the patch and the windows)
+        return {**prep, **extra, "label_names": self.classes}
 
     default_cfg = pretrained_cfg  # timm's older name
 
@@ -291,8 +302,19 @@ class SwinV2Base(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int) -> None:
+    output_fmt = "NHWC"  # forward_features' layout (timm's convention for SwinV2)
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of the pooled features the classifier reads (``forward_head(x, pre_logits=True)``)."""
+        return self.num_features
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new (re-initialised) classifier for ``num_classes`` (0: none); ``global_pool`` ``"avg"`` or
+        ``""`` (no pooling: the head sees, and returns, the token map), as in timm."""
         self.head.reset(num_classes)
+        if global_pool is not None:
+            self.head.set_pool(global_pool)
         self.cfg = self.cfg.replace(num_classes=num_classes)
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -300,7 +322,10 @@ class SwinV2Base(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs -> final normed channels-last token map (``(B, H/32, W/32, C)`` for images)."""
-        self._check_input(x)
+        if torch.jit.is_scripting():
+            self._check_scripted_input(x)
+        elif not isinstance(x, torch.fx.Proxy):  # symbolic tracing (torch.fx) has no shapes to check
+            self._check_input(x)
         x = self.pos_drop(self.patch_embed(x))
         for stage in self.stages:
             x = stage(x)
@@ -326,9 +351,12 @@ class SwinV2(SwinV2Base):
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()
         starts = [sum(cfg.depths[:i]) for i in range(len(cfg.depths))]
-        self.stages = nn.ModuleList(
-            SwinV2Stage(cfg, i, to_pair(cfg.window_size), pretrained[i], rates[starts[i] : starts[i] + d])
-            for i, d in enumerate(cfg.depths)
+        # a Sequential (not a ModuleList), so that timm's list / dict / hook feature wrappers can run it
+        self.stages = nn.Sequential(
+            *(
+                SwinV2Stage(cfg, i, to_pair(cfg.window_size), pretrained[i], rates[starts[i] : starts[i] + d])
+                for i, d in enumerate(cfg.depths)
+            )
         )
         self.num_features = cfg.num_features
         self.norm = nn.LayerNorm(self.num_features)
@@ -363,6 +391,14 @@ class SwinV2(SwinV2Base):
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.cfg.in_chans:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"expected images of shape (B, {self.cfg.in_chans}, H, W), got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected a floating-point image tensor, got dtype {x.dtype}")
+
+    def _check_scripted_input(self, x: torch.Tensor) -> None:
+        """:meth:`_check_input` as TorchScript can compile it."""
+        in_chans = self.patch_embed.proj.in_channels
+        if x.dim() != 4 or x.shape[1] != in_chans:
+            raise ValueError(f"expected images of shape (B, {in_chans}, H, W), got {x.shape}")
         if not x.is_floating_point():
             raise ValueError(f"expected a floating-point image tensor, got dtype {x.dtype}")
 
@@ -409,11 +445,20 @@ class ClassifierHead(nn.Module):
     """Global average pool over the token map (2-D or 3-D), dropout, linear classifier (Identity for 0
     classes)."""
 
+    POOLS = ("avg", "")
+
     def __init__(self, in_features: int, num_classes: int, drop: float = 0.0):
         super().__init__()
         self.in_features = in_features
+        self.pool = "avg"
         self.drop = nn.Dropout(drop)
         self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def set_pool(self, pool: str) -> None:
+        """``"avg"``: average over the token map (the default); ``""``: none, the classifier runs per token."""
+        if pool not in self.POOLS:
+            raise ValueError(f"global_pool must be one of {self.POOLS}, got {pool!r}")
+        self.pool = pool
 
     def reset(self, num_classes: int) -> None:
         device = next(self.parameters(), torch.empty(0)).device
@@ -421,7 +466,9 @@ class ClassifierHead(nn.Module):
         _init_module(self.fc)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x.mean(dim=tuple(range(1, x.dim() - 1))))  # (B, H, W, C) or (B, T, H, W, C) -> (B, C)
+        if self.pool == "avg":
+            x = x.mean(dim=list(range(1, x.dim() - 1)))  # (B, H, W, C) or (B, T, H, W, C) -> (B, C)
+        x = self.drop(x)
         return x if pre_logits else self.fc(x)
 
 

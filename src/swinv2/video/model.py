@@ -64,7 +64,7 @@ class VideoSwinV2Block(SwinV2Block):
 
     def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
         sizes = tuple(x.shape[1:4])
-        window, shift = effective_window(sizes, self.window, self.shift, self.clip_windows)
+        window, shift = map(tuple, effective_window(sizes, self.window, self.shift, self.clip_windows))
         x, pads = pad_to_window(x, window)
         padded = tuple(s + p for s, p in zip(sizes, pads))
         dims = (1, 2, 3)
