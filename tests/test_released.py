@@ -6,6 +6,7 @@ model that wrote them."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,16 @@ def test_timm_hub_repository_loads_by_name_with_its_preprocessing_and_classes(of
     assert mine.pretrained_tag["source"] == "timm" and mine.load_report.clean
     tuned = swinv2.create_model(name, pretrained=True, cache_dir=str(offline), num_classes=10)  # a new head
     assert tuned.cfg.num_classes == 10 and tuned.classes is None and tuned.load_report.adapted
+    # the same tag through timm's create_model (timm hands the entry the tag), grey images as timm adapts them
+    importlib.import_module("swinv2.deploy.timm_models")  # registers swinv2lib_*
+
+    entry = "swinv2lib_" + name.removeprefix("swinv2_")
+    grey = timm.create_model(entry, pretrained=True, in_chans=1, num_classes=0, cache_dir=str(offline)).eval()
+    x = torch.randn(1, 1, 256, 256)
+    with torch.no_grad(), use_onednn(False):
+        mx, mean = diff(ref.forward_head(ref.forward_features(x.expand(-1, 3, -1, -1)), pre_logits=True), grey(x))
+    print(f"timm entry, in_chans=1: max |diff| {mx:.2e}, mean {mean:.2e}")
+    assert mx <= TOL
 
 
 def test_a_22k_fine_tune_brings_its_pretrained_windows(offline):

@@ -16,8 +16,8 @@ from dataclasses import replace
 from torch import nn
 
 PREFIX = "swinv2lib_"
-TIMM_KWARGS = {"num_classes", "in_chans", "img_size", "window_size", "drop_rate", "drop_path_rate"}
-IGNORED = {"pretrained_cfg", "cache_dir"}
+TIMM_KWARGS = {"num_classes", "in_chans", "img_size", "window_size", "drop_rate", "drop_path_rate", "cache_dir"}
+IGNORED = {"pretrained_cfg"}
 PREP_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
 
 
@@ -25,7 +25,7 @@ def _entry(name: str) -> Callable[..., nn.Module]:
     def create(pretrained: bool = False, pretrained_cfg_overlay: dict | None = None, **kwargs) -> nn.Module:
         from ..factory import create_model
 
-        tag = getattr(kwargs.get("pretrained_cfg"), "tag", None)  # timm passes the cfg of name.tag
+        tag = _tag(kwargs.get("pretrained_cfg"))  # timm passes name.tag's tag (or a cfg)
 
         features_only = kwargs.pop("features_only", False)
         feature_cfg = dict(kwargs.pop("feature_cfg", None) or {})
@@ -46,8 +46,9 @@ def _entry(name: str) -> Callable[..., nn.Module]:
                 "of any known layout (official, timm, Hugging Face, torchvision, this project)"
             )
         _size_from_overlay(timm_name(name), overlay, kwargs)
+        cache_dir = kwargs.pop("cache_dir", None)  # timm's keyword: the Hugging Face cache to read
         if pretrained and not file:  # a released tag, fetched as swinv2.create_model does
-            model = create_model(f"{name}.{tag}", pretrained=True, **kwargs)
+            model = create_model(f"{name}.{tag}", pretrained=True, cache_dir=cache_dir, **kwargs)
         else:
             model = create_model(name, pretrained=file if pretrained else None, **kwargs)
         _apply_overlay(timm_name(name), model, overlay)
@@ -61,6 +62,15 @@ def _entry(name: str) -> Callable[..., nn.Module]:
     create.__module__ = __name__
     create.__doc__ = f"This project's {name} (see `swinv2 models`)."
     return create
+
+
+def _tag(pretrained_cfg) -> str | None:
+    """The released tag timm's ``create_model`` hands over: a string, a ``PretrainedCfg`` or a dict."""
+    if isinstance(pretrained_cfg, str):
+        return pretrained_cfg or None
+    if isinstance(pretrained_cfg, dict):
+        return pretrained_cfg.get("tag")
+    return getattr(pretrained_cfg, "tag", None)
 
 
 def feature_model(name: str, model: nn.Module, out_indices, feature_cls="getter") -> nn.Module:
