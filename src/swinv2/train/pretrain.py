@@ -39,6 +39,7 @@ class PretrainRecipe(TrainRecipe):
     norm_target_window: int | None = None  # 47 in SwinV2's SimMIM configurations
     grid_every: int = 5  # epochs between reconstruction pictures (the last epoch always draws one)
     epochs: int = 10
+    batch_size: int = 128
     lr: float = 4e-3  # per 512 images
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
