@@ -461,7 +461,7 @@ def test_wrong_rank_channels_or_dtype_raise_value_errors_naming_the_expected_sha
         (["--strategy", "fsdp", "--ema-decay", "0.99"], "--ema-decay is not supported with --strategy fsdp"),
         (["--label-smoothing", "1.5"], "--label-smoothing must be >= 0 and < 1"),
         (["--epochs", "0"], "--epochs must be >= 1"),
-        (["--lr", "0.032", "--min-lr", "1"], "--min-lr 1 is above the peak learning rate 0.008 (--lr 0.032 x"),
+        (["--lr", "0.032", "--min-lr", "1"], "--min-lr 1 is above the peak learning rate 0.016 (--lr 0.032 x batch"),
         (["--data", "/nonexistent"], "expected an image folder at /nonexistent/train"),
     ],
 )

@@ -49,6 +49,8 @@ STRATEGIES = ("single", "ddp", "zero", "fsdp")  # see swinv2.train.distributed
 class RecipeFile:
     """JSON round trip of a recipe dataclass: what a run folder's ``config.json`` holds."""
 
+    RESOLVED: tuple[str, ...] = ()  # fields whose None default the recipe resolves when it is built
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -68,6 +70,9 @@ class RecipeFile:
             known = {f.name for f in dataclasses.fields(cls)}
             fields = {k: v for k, v in data.items() if k in known}
             check_field_types(cls, fields, "a field of the wrong type")
+            for name in cls.RESOLVED:  # a run writes what its defaults resolved to, never None
+                if name in fields and fields[name] is None:
+                    raise ValueError(f"a field of the wrong type: {name} is None, expected int")
             return cls(**fields)
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(
@@ -108,6 +113,7 @@ class TrainRecipe(RecipeFile):
     cutmix: float = 0.0
     label_smoothing: float = 0.1
     # optimisation
+    RESOLVED = ("epochs", "batch_size")
     epochs: int | None = None  # None: 7 on Fashion-MNIST, 12 on image folders (see __post_init__)
     batch_size: int | None = None  # None: 256 on Fashion-MNIST, 128 on image folders
     accum_steps: int = 1
