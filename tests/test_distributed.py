@@ -313,12 +313,13 @@ def test_bad_strategies_are_refused(monkeypatch):
 
 
 def test_resume_flags_change_the_strategy(tmp_path):
-    from swinv2.cli import _train_recipe, build_parser
+    from swinv2.cli import build_parser
+    from swinv2.cli_flags import train_recipe
 
     TrainRecipe(strategy="fsdp", output=str(tmp_path)).save(tmp_path / "config.json")
     args = build_parser().parse_args(["train", "--resume", str(tmp_path), "--strategy", "zero"])
-    assert _train_recipe(args).strategy == "zero"
+    assert train_recipe(args).strategy == "zero"
     args = build_parser().parse_args(["train", "--strategy", "fsdp", "--meta-init", "on"])
-    assert dataclasses.asdict(_train_recipe(args))["meta_init"] is True
+    assert dataclasses.asdict(train_recipe(args))["meta_init"] is True
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--meta-init", "maybe"])

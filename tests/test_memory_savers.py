@@ -139,11 +139,12 @@ def test_sequential_mlp_equals_batched(case, chunk, monkeypatch):
 def test_training_recipe_and_cli_switch_the_savers():
     from types import SimpleNamespace
 
-    from swinv2.cli import _train_recipe, build_parser
+    from swinv2.cli import build_parser
+    from swinv2.cli_flags import train_recipe
     from swinv2.train.loop import build_model
 
     args = build_parser().parse_args(["train", "--grad-checkpointing", "on", "--sequential-attention", "yes"])
-    recipe = _train_recipe(args)
+    recipe = train_recipe(args)
     assert (recipe.grad_checkpointing, recipe.sequential_attention, recipe.sequential_mlp) == (True, True, False)
     model = build_model(recipe, SimpleNamespace(classes=list("abc"), in_chans=1))
     assert all(s.grad_checkpointing for s in model.stages)

@@ -38,7 +38,8 @@ from faults import (
 from helpers import needs_fmnist
 from swinv2 import create_model
 from swinv2.checkpoint import check_compatible, load_state_dict_into, read_checkpoint
-from swinv2.cli import TRAIN_FLAGS, build_parser, main, resume_recipe
+from swinv2.cli import build_parser, main
+from swinv2.cli_flags import TRAIN_FLAGS, resume_recipe
 from swinv2.data.datasets import ReadableCollate, read_image
 from swinv2.errors import NonFiniteLossError
 from swinv2.train import TrainRecipe, fit

@@ -35,14 +35,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
-        except SafetensorError as exc:  # a bad header, offsets past the end, a truncated file
-            raise ValueError(f"{path} is not a valid safetensors file ({exc})") from exc
-    _check_torch_file(path)
+        return _read_safetensors(path, lambda f: ({k: f.get_tensor(k) for k in f.keys()}, _metadata(f)))  # noqa: SIM118
+    _torch_format(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an unpickler refusal, a truncated file
@@ -56,15 +50,34 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return obj, {}
 
 
-def _check_torch_file(path: Path) -> None:
-    """``ValueError`` unless ``path`` starts like a torch file (zip format, or a legacy pickle)."""
+def _read_safetensors(path: Path, read):
+    """``read(handle)`` on an open ``.safetensors`` file; a damaged one is named."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return read(f)
+    except SafetensorError as exc:  # a bad header, offsets past the end, a truncated file
+        raise ValueError(f"{path} is not a valid safetensors file ({exc})") from exc
+
+
+def _metadata(handle) -> dict[str, str]:
+    return dict(handle.metadata() or {})
+
+
+def _torch_format(path: Path) -> str:
+    """``"zip"`` (torch's format) or ``"pickle"`` (a legacy one) from the file's first bytes; ``ValueError``
+    for anything else."""
     with open(path, "rb") as f:
         head = f.read(4)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-        raise ValueError(
-            f"{path} is not a checkpoint (expected a .safetensors file, a PyTorch .pt / .pth / .bin state "
-            "dict or a run folder)"
-        )
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    raise ValueError(
+        f"{path} is not a checkpoint (expected a .safetensors file, a PyTorch .pt / .pth / .bin state "
+        "dict or a run folder)"
+    )
 
 
 def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -72,15 +85,9 @@ def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
     a file that is no checkpoint is named so)."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        _check_torch_file(path)
+        _torch_format(path)
         return {}
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except SafetensorError as exc:
-        raise ValueError(f"{path} is not a valid safetensors file ({exc})") from exc
+    return _read_safetensors(path, _metadata)
 
 
 def checkpoint_skeleton(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -89,16 +96,8 @@ def checkpoint_skeleton(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     untrusted config is checked against before anything is allocated."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {k: _meta(f.get_slice(k)) for k in f.keys()}  # noqa: SIM118
-        except SafetensorError as exc:
-            raise ValueError(f"{path} is not a valid safetensors file ({exc})") from exc
-    with open(path, "rb") as f:
-        zipped = f.read(4).startswith(b"PK\x03\x04")
-    if not zipped:  # a legacy pickle cannot be memory-mapped: read it (no more than the file holds)
+        return _read_safetensors(path, lambda f: {k: _meta(f.get_slice(k)) for k in f.keys()})  # noqa: SIM118
+    if _torch_format(path) == "pickle":  # a legacy pickle cannot be memory-mapped: read it (no more than it holds)
         tensors, _ = read_checkpoint(path)
     else:
         try:

@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .cli_errors import run_command
+from .cli_flags import (
+    NOT_PRETRAINING,
+    PRETRAIN_FLAGS,
+    TRAIN_FLAGS,
+    add_run_flags,
+    positive,
+    positive_number,
+    train_recipe,
+)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -86,50 +94,17 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_recipe(args: argparse.Namespace, pretraining: bool = False):
-
-    from .train import TrainRecipe
-    from .train.pretrain import PretrainRecipe
-
-    cls, flags = (PretrainRecipe, {**TRAIN_FLAGS, **PRETRAIN_FLAGS}) if pretraining else (TrainRecipe, TRAIN_FLAGS)
-    if args.resume:
-        return resume_recipe(cls, args, flags, "pretrain" if pretraining else "classify")
-    fields = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
-    return cls(**fields)
-
-
-def resume_recipe(cls, args: argparse.Namespace, flags: dict, kind: str):
-    """The recipe saved in ``args.resume`` (a run of ``kind``) with the flags given now, refusing those a
-    resume cannot change."""
-    import dataclasses
-
-    from .runs import KINDS, expect_run
-
-    expect_run(args.resume, (kind,), f"`{KINDS[kind][1]} --resume`", action="resume")
-    recipe = cls.load(Path(args.resume) / "config.json")
-    given = {f for f in flags if getattr(args, f, None) is not None}
-    refused = sorted(given - RESUME_FLAGS)
-    if refused:
-        names = ", ".join("--" + f.replace("_", "-") for f in refused)
-        allowed = ", ".join("--" + f.replace("_", "-") for f in sorted(RESUME_FLAGS & set(flags)))
-        raise ValueError(
-            f"{names} cannot change when resuming (the run's recipe is {Path(args.resume) / 'config.json'}); "
-            f"a resume may change {allowed}"
-        )
-    return dataclasses.replace(recipe, **{f: getattr(args, f) for f in given}, output=args.resume)
-
-
 def _train(args: argparse.Namespace) -> int:
     from .train import fit
 
-    summary = fit(_train_recipe(args), resume=bool(args.resume), progress=not args.no_progress)
+    summary = fit(train_recipe(args), resume=bool(args.resume), progress=not args.no_progress)
     return 0 if summary is not None else 1
 
 
 def _pretrain(args: argparse.Namespace) -> int:
     from .train.pretrain import pretrain
 
-    summary = pretrain(_train_recipe(args, pretraining=True), resume=bool(args.resume), progress=not args.no_progress)
+    summary = pretrain(train_recipe(args, pretraining=True), resume=bool(args.resume), progress=not args.no_progress)
     return 0 if summary is not None else 1
 
 
@@ -306,107 +281,6 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _on_off(text: str) -> bool:
-    value = {"on": True, "yes": True, "true": True, "1": True, "off": False, "no": False, "false": False, "0": False}
-    if text.lower() not in value:
-        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
-    return value[text.lower()]
-
-
-def _positive_number(text: str) -> float:
-    """An argparse type: a finite number > 0 (NaN and inf pass ``<`` checks and break arithmetic later)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-TRAIN_FLAGS = {
-    "model": (str, "registered model name (see `swinv2 models`)"),
-    "data": (str, "image folder with train/<class>/* and val/<class>/* (default: Fashion-MNIST)"),
-    "pretrained": (str, "checkpoint of any known layout to fine-tune from"),
-    "img_size": (int, "training resolution (default: the model's)"),
-    "window_size": (int, "attention window (default: the model's)"),
-    "pretrained_window_sizes": (int, "windows the --pretrained file was trained with, one per stage"),
-    "output": (str, "run folder (default: runs/<timestamp>)"),
-    "epochs": (int, "training epochs"),
-    "batch_size": (int, "images per step (per accumulation step)"),
-    "accum_steps": (int, "gradient accumulation steps"),
-    "lr": (float, "learning rate per 512 images (scaled linearly by the batch size)"),
-    "min_lr": (float, "final learning rate of the cosine schedule"),
-    "warmup_epochs": (float, "linear warmup length"),
-    "weight_decay": (float, "AdamW weight decay (not on 1-D params, biases, CPB, logit scales)"),
-    "layer_decay": (float, "layer-wise lr decay for fine-tuning (1 = off, 0.75-0.9 typical)"),
-    "label_smoothing": (float, "label smoothing"),
-    "mixup": (float, "mixup alpha (0 = off)"),
-    "cutmix": (float, "cutmix alpha (0 = off)"),
-    "randaugment": (int, "RandAugment magnitude (0 = off, 9 = paper)"),
-    "random_erasing": (float, "random erasing probability"),
-    "crop": (
-        str,
-        "'pad' (pad 1/8 + random crop), 'rrc' (RandomResizedCrop), 'none' (resize only); default: "
-        "none on Fashion-MNIST, rrc on --data",
-    ),
-    "hflip": (float, "horizontal flip probability (default: 0 on Fashion-MNIST, 0.5 on --data)"),
-    "drop_path": (float, "stochastic depth rate"),
-    "grad_checkpointing": (_on_off, "on/off: recompute each block's activations in the backward pass"),
-    "sequential_attention": (_on_off, "on/off: window attention a chunk of windows at a time (high resolution)"),
-    "sequential_mlp": (_on_off, "on/off: each MLP a chunk of tokens at a time (with checkpointing)"),
-    "clip_grad": (float, "gradient norm clip (0 = off)"),
-    "ema_decay": (float, "EMA of weights decay per step (0 = off, e.g. 0.999)"),
-    "amp": (
-        str,
-        "mixed precision: auto (default: bf16 where the device computes it natively, else fp32), none, bf16, "
-        "fp16 (CUDA, with grad scaler)",
-    ),
-    "skip_nonfinite": (bool, "skip (and count) steps with a NaN / Inf loss or gradient instead of stopping"),
-    "seed": (int, "random seed (runs are reproducible on CPU)"),
-    "device": (str, "auto, cpu, cuda, cuda:N"),
-    "train_limit": (int, "train on the first N images only"),
-    "labels_per_class": (int, "train on the first N images of each class (few-label fine-tuning)"),
-    "val_limit": (int, "evaluate on the first N images only"),
-    "workers": (int, "data loader worker processes"),
-    "strategy": (
-        str,
-        "single, or under torchrun: ddp, zero (ZeRO-1: AdamW state sharded) or fsdp (FSDP2: parameters, "
-        "gradients and state sharded); --batch-size stays the global batch",
-    ),
-    "meta_init": (_on_off, "on/off: with fsdp, build the model on the meta device and initialise it sharded"),
-    "dist_timeout": (float, "seconds a collective waits for the other ranks before the run stops (default 900)"),
-}
-
-
-# What a resume may change: the length of the run (--epochs extends it), the remedies for a diverging run
-# (they apply from the resumed epoch on), and how it runs (strategy, world size, memory savers, device,
-# workers), which changes memory and time but not the numbers.
-RESUME_FLAGS = {
-    "epochs", "lr", "min_lr", "clip_grad", "amp", "skip_nonfinite", "strategy", "meta_init",
-    "grad_checkpointing", "sequential_attention", "sequential_mlp", "device", "workers", "dist_timeout",
-}  # fmt: skip
-
-
-PRETRAIN_FLAGS = {
-    "mask_patch_size": (int, "side of the square masked regions in pixels (multiple of the model's patch)"),
-    "mask_ratio": (float, "fraction of regions masked"),
-    "norm_target_window": (int, "regress locally standardised pixels over this odd window (47 in the paper)"),
-    "grid_every": (int, "epochs between reconstruction pictures"),
-}
-NOT_PRETRAINING = ("label_smoothing", "mixup", "cutmix", "layer_decay")
-
-
 def _study(args: argparse.Namespace) -> int:
     from .studies import ablation, amplitude, simmim, transfer
 
@@ -416,18 +290,6 @@ def _study(args: argparse.Namespace) -> int:
         study = {"amplitude": amplitude, "transfer": transfer, "ablation": ablation}[args.name]
         study.run(args.output, quick=args.quick, progress=not args.no_progress)
     return 0
-
-
-def add_run_flags(p: argparse.ArgumentParser, flags: dict) -> None:
-    for flag, (kind, text) in flags.items():
-        name = "--" + flag.replace("_", "-")
-        if kind is bool:  # a switch; None when absent, so that a resume can tell it was not given
-            p.add_argument(name, dest=flag, action="store_const", const=True, help=text)
-            continue
-        nargs = "+" if flag == "pretrained_window_sizes" else None
-        p.add_argument(name, dest=flag, type=kind, nargs=nargs, help=text)
-    p.add_argument("--resume", help="continue the run in this folder where it stopped")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -450,8 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="output .safetensors file")
     p.add_argument("--source", default="auto", choices=SOURCES, help="layout of SRC (default: detect)")
     p.add_argument("--model", help="registered model to check the result against (and record its config)")
-    p.add_argument("--num-classes", type=_positive, help="with --model: class count of the checkpoint's head")
-    p.add_argument("--in-chans", type=_positive, help="with --model: input channels of the checkpoint's patch embed")
+    p.add_argument("--num-classes", type=positive, help="with --model: class count of the checkpoint's head")
+    p.add_argument("--in-chans", type=positive, help="with --model: input channels of the checkpoint's patch embed")
     p.add_argument(
         "--pretrained-window-sizes", type=int, nargs="+", help="with --model: windows the checkpoint was trained with"
     )
@@ -492,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int)
     p.add_argument("--window-size", type=int)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=_positive, help="evaluate the first N images only")
+    p.add_argument("--limit", type=positive, help="evaluate the first N images only")
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--dtype",
@@ -518,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained", action="store_true", help="with --model: its released weights (see models --pretrained)"
     )
     p.add_argument("--source", default="auto", help="with --model: timm, hf, official or torchvision (default: auto)")
-    p.add_argument("--topk", type=_positive, default=5)
+    p.add_argument("--topk", type=positive, default=5)
     p.add_argument("--img-size", type=int)
     p.add_argument("--window-size", type=int)
     p.set_defaults(func=_predict)
@@ -528,40 +390,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="ONNX / TorchScript / torch.export file of a model, checked against PyTorch")
     p.add_argument("--model", help="registered model name (random weights unless --checkpoint)")
     p.add_argument("--checkpoint", help="weights: a run or save_pretrained folder, or any layout with --model")
-    p.add_argument("--num-classes", type=_positive, help="with --model: class count of the checkpoint's head")
-    p.add_argument("--in-chans", type=_positive, help="with --model: input channels of the checkpoint's patch embed")
+    p.add_argument("--num-classes", type=positive, help="with --model: class count of the checkpoint's head")
+    p.add_argument("--in-chans", type=positive, help="with --model: input channels of the checkpoint's patch embed")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", required=True, help="file to write (.onnx, .pt, .pt2)")
-    p.add_argument("--img-size", type=_positive, help="export at this image size (default: the model's)")
-    p.add_argument("--window-size", type=_positive, help="attention window at that size")
+    p.add_argument("--img-size", type=positive, help="export at this image size (default: the model's)")
+    p.add_argument("--window-size", type=positive, help="attention window at that size")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (one the exporter cannot write is refused)")
-    p.add_argument("--check-batches", type=_positive, nargs="+", default=[1, 3], help="batch sizes compared")
-    p.add_argument("--tolerance", type=_positive_number, default=1e-4, help="largest |diff| accepted (exit 1 beyond)")
+    p.add_argument("--check-batches", type=positive, nargs="+", default=[1, 3], help="batch sizes compared")
+    p.add_argument("--tolerance", type=positive_number, default=1e-4, help="largest |diff| accepted (exit 1 beyond)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("bench", help="throughput, peak memory and MFU against timm, Hugging Face and torchvision")
     p.add_argument("--model", default="swinv2_tiny_window8_256", help="a timm-named registry entry")
     p.add_argument("--img-size", type=int, default=256)
-    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--batch-size", type=positive, default=8)
     p.add_argument(
         "--peers",
         default="timm,hf,torchvision",
         help="comma-separated, of timm, hf, torchvision, compiled (ours under torch.compile); empty for ours only",
     )
     p.add_argument("--modes", default="infer_fp32,infer_bf16,train_fp32,train_bf16")
-    p.add_argument("--rounds", type=_positive, default=5, help="interleaved rounds (the median is reported)")
-    p.add_argument("--iters", type=_positive, default=2, help="timed calls per contender per round")
+    p.add_argument("--rounds", type=positive, default=5, help="interleaved rounds (the median is reported)")
+    p.add_argument("--iters", type=positive, default=2, help="timed calls per contender per round")
     p.add_argument("--window-size", type=int, help="replace the model's window in every contender")
     p.add_argument("--device", default="cpu")
     p.add_argument(
-        "--agreement-inputs", type=_positive, default=256, help="random inputs of the bf16 top-1 agreement check"
+        "--agreement-inputs", type=positive, default=256, help="random inputs of the bf16 top-1 agreement check"
     )
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("bench-memory", help="peak memory of a high-resolution training step: savers vs timm")
     p.add_argument("--model", default="swinv2_tiny_window8_256", help="a timm-named registry entry")
-    p.add_argument("--img-size", type=_positive, default=1024)
-    p.add_argument("--batch-size", type=_positive, default=1)
+    p.add_argument("--img-size", type=positive, default=1024)
+    p.add_argument("--batch-size", type=positive, default=1)
     p.add_argument("--peers", default="timm", choices=("timm", ""), help="timm, or empty for this project's rows only")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_bench_memory)
@@ -570,13 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench-max-res", help="largest image side one device trains at, plain and with savers")
     p.add_argument("--model", default="swinv2_base_window16_256", help="registry name")
-    p.add_argument("--window-size", type=_positive)
+    p.add_argument("--window-size", type=positive)
     p.add_argument("--savers", default=",".join(SAVER_SETS), help=f"comma-separated, of {', '.join(SAVER_SETS)}")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--capacity-gib", type=_positive_number, help="memory a trial may use (default: the whole GPU)")
-    p.add_argument("--step", type=_positive, default=256, help="sides tried are multiples of this")
-    p.add_argument("--start", type=_positive, default=1024, help="first side tried")
-    p.add_argument("--budget-s", type=_positive_number, default=120.0, help="search time per saver set")
+    p.add_argument("--capacity-gib", type=positive_number, help="memory a trial may use (default: the whole GPU)")
+    p.add_argument("--step", type=positive, default=256, help="sides tried are multiples of this")
+    p.add_argument("--start", type=positive, default=1024, help="first side tried")
+    p.add_argument("--budget-s", type=positive_number, default=120.0, help="search time per saver set")
     p.add_argument(
         "--isolate",
         action=argparse.BooleanOptionalAction,
@@ -588,14 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="per-rank memory of a training job (params, grads, AdamW, activations)")
     p.add_argument("--model", required=True, help="registry name, e.g. swinv2_giant_window12to40_192to640")
-    p.add_argument("--img-size", type=_positive)
-    p.add_argument("--window-size", type=_positive)
-    p.add_argument("--batch-size", type=_positive, default=1, help="images per rank")
-    p.add_argument("--world-size", type=_positive, default=1)
+    p.add_argument("--img-size", type=positive)
+    p.add_argument("--window-size", type=positive)
+    p.add_argument("--batch-size", type=positive, default=1, help="images per rank")
+    p.add_argument("--world-size", type=positive, default=1)
     p.add_argument("--strategy", default="fsdp", choices=STRATEGIES)
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
     p.add_argument(
-        "--fit-gib", type=_positive_number, help="instead: the largest image side (multiple of 128) fitting this"
+        "--fit-gib", type=positive_number, help="instead: the largest image side (multiple of 128) fitting this"
     )
     p.set_defaults(func=_plan)
 

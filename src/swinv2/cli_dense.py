@@ -64,11 +64,11 @@ def _json_path(text: str) -> str:
 
 
 def _test_flags(task: str) -> dict:
-    from .cli import _positive
+    from .cli_flags import positive
 
     return {
-        "test_size": (_positive, TEST_SIZE_HELP[task]),
-        "test_window": (_positive, "attention window at test time (default: the training window)"),
+        "test_size": (positive, TEST_SIZE_HELP[task]),
+        "test_window": (positive, "attention window at test time (default: the training window)"),
     }
 
 
@@ -77,7 +77,7 @@ def _recipe_from_args(args: argparse.Namespace):
 
     flags = {**COMMON_FLAGS, **TASK_FLAGS[args.task]}
     if args.resume:
-        from .cli import resume_recipe
+        from .cli_flags import resume_recipe
 
         return resume_recipe(DenseRecipe, args, flags, args.task)
     given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
@@ -163,12 +163,12 @@ def add_dense_commands(sub) -> None:
         p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
         p.set_defaults(func=_predict, task=task)
 
-    from .cli import _positive
+    from .cli_flags import positive
 
     p = sub.add_parser("scenes", help="write the Fashion-MNIST scenes dataset (COCO + mask folders)")
     p.add_argument("--output", help="folder (default: in the user cache, where train looks); rebuilt in place")
     p.add_argument("--size", type=int, default=128, help="canvas side in pixels")
-    p.add_argument("--train", type=_positive, default=5000, help="training scenes")
-    p.add_argument("--test", type=_positive, default=1000, help="test scenes")
+    p.add_argument("--train", type=positive, default=5000, help="training scenes")
+    p.add_argument("--test", type=positive, default=1000, help="test scenes")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_scenes)

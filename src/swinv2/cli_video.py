@@ -28,7 +28,7 @@ VIDEO_FLAGS = {
 
 
 def _flags() -> dict:
-    from .cli import TRAIN_FLAGS
+    from .cli_flags import TRAIN_FLAGS
 
     flags = {k: v for k, v in TRAIN_FLAGS.items() if k not in NOT_FOR_VIDEO}
     flags["model"] = (str, "video model (default swinv2_video_pico_window4x8_64; see `swinv2 video models`)")
@@ -43,7 +43,7 @@ def _train(args: argparse.Namespace) -> int:
     from .video.train import VideoRecipe, VideoTrainer
 
     if args.resume:
-        from .cli import resume_recipe
+        from .cli_flags import resume_recipe
 
         recipe = resume_recipe(VideoRecipe, args, _flags(), "video")
     else:
@@ -154,7 +154,7 @@ def add_video_commands(sub) -> None:
     top = sub.add_parser("video", help="video SwinV2: action recognition (Moving Fashion-MNIST by default)")
     actions = top.add_subparsers(dest="action", required=True)
     p = actions.add_parser("train", help="train into a run folder")
-    from .cli import _positive, add_run_flags
+    from .cli_flags import add_run_flags, positive
 
     add_run_flags(p, _flags())  # the switches and --resume / --no-progress of `swinv2 train`
     p.set_defaults(func=_train)
@@ -162,10 +162,10 @@ def add_video_commands(sub) -> None:
     p = actions.add_parser("eval", help="top-1 of a finished run, optionally multi-view or from one frame")
     p.add_argument("run", help="run folder written by train")
     p.add_argument("--data", help="another clip folder (val.csv, labels among the run's classes)")
-    p.add_argument("--test-clips", type=_positive, help="temporal views (clip folders only)")
+    p.add_argument("--test-clips", type=positive, help="temporal views (clip folders only)")
     p.add_argument("--test-crops", type=int, choices=(1, 3), help="spatial views (clip folders only)")
-    p.add_argument("--window-size", type=_positive, help="spatial window at test time")
-    p.add_argument("--val-limit", type=_positive, help="first N clips only")
+    p.add_argument("--window-size", type=positive, help="spatial window at test time")
+    p.add_argument("--val-limit", type=positive, help="first N clips only")
     p.add_argument("--single-frame", action="store_true", help="show the model one frame, repeated")
     p.add_argument("--device")
     p.set_defaults(func=_eval)
@@ -173,8 +173,8 @@ def add_video_commands(sub) -> None:
     p = actions.add_parser("predict", help="top-k classes for video files or frame folders")
     p.add_argument("run", help="run folder written by train")
     p.add_argument("videos", nargs="+")
-    p.add_argument("--clips", type=_positive, default=1, help="temporal views averaged")
-    p.add_argument("--topk", type=_positive, default=3)
+    p.add_argument("--clips", type=positive, default=1, help="temporal views averaged")
+    p.add_argument("--topk", type=positive, default=3)
     p.add_argument("--device")
     p.set_defaults(func=_predict)
 

@@ -173,12 +173,11 @@ def pretrained_cfgs() -> dict:
         released = [t for t in TAGS if t.model == name]
         for tag in released or [None]:
             size = (h, w) if tag is None else (tag.img_size, tag.img_size)
-            stride = cfg.patch_size * 2 ** (len(cfg.depths) - 1)
             entry = {
                 "url": "",
                 "num_classes": cfg.num_classes if tag is None else tag.num_classes,
                 "input_size": (cfg.in_chans, *size),
-                "pool_size": tuple(-(-s // stride) for s in size),
+                "pool_size": cfg.stage_feature_sizes(size)[-1],
                 "crop_pct": prep.crop_pct if tag is None else tag.crop_pct,
                 "interpolation": prep.interpolation if tag is None else tag.interpolation,
                 "fixed_input_size": False,

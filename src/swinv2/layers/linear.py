@@ -4,7 +4,7 @@ fused in, and fp32 training.
 PyTorch's ``F.linear`` on a CPU copies the bias into the output and then runs the matrix product over
 it, and GELU is a separate pass over the MLP's 4x-wide hidden tensor (slow for the exact erf form). oneDNN,
 which PyTorch ships, adds the bias and applies GELU inside the product, and on some CPUs its fp32 products
-run at twice the speed of PyTorch's own (MKL); on others they tie, or its weight gradients lose. So each
+run faster than PyTorch's own (MKL); on others they tie, or its weight gradients lose. So each
 product shape runs on the library measured faster on this machine (:mod:`.routing`): inference through
 the oneDNN kernel directly, fp32 training through :class:`_OneDnnLinear`, whose forward product, input
 gradient and weight gradient are each routed (bf16 products, autocast's included, reach oneDNN through
@@ -221,8 +221,7 @@ def linear_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     wt = weight.t()  # a view: oneDNN reads it as fast as a copy
     if not _routable(grad, wt):
         return grad @ weight
-    layer = (grad.dtype, grad.numel() // grad.shape[-1], weight.shape[1], weight.shape[0])
-    return _routed("input_grad", layer, lambda: _onednn_product(grad, wt), lambda: grad @ weight)
+    return _routed("input_grad", _layer(grad, weight), lambda: _onednn_product(grad, wt), lambda: grad @ weight)
 
 
 def linear_weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """Which library runs a CPU linear-layer product: oneDNN or PyTorch's own (MKL / OpenBLAS), by measured
 speed on this machine.
 
-Neither wins everywhere. On AMD Zen 5 oneDNN's fp32 products ran at twice MKL's; on an Intel Xeon, and
-with oneDNN and MKL held to AVX2, they were even in the forward pass and oneDNN's weight gradients ran at
-half MKL's speed (docs/results.md has the tables). So the first time a product of a new shape runs, both
+Neither wins everywhere: on AMD Zen 5 oneDNN's fp32 products were the faster ones; on an Intel Xeon, and
+with oneDNN and MKL held to AVX2, the two tied in the forward pass and oneDNN's weight gradients were the
+slower ones (docs/results.md has the per-product tables). So the first time a product of a new shape runs, both
 libraries compute it on the real operands, the faster one (oneDNN only when it beats PyTorch by more
 than :data:`MARGIN`) is kept for that shape and returns the result, and the choice is remembered:
 

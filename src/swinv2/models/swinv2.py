@@ -214,13 +214,16 @@ class SwinV2Base(nn.Module):
         from ..deploy.hub import model_preprocessing
 
         prep = model_preprocessing(self).to_dict()
-        stride = self.cfg.patch_size * 2 ** (len(self.cfg.depths) - 1)
         extra = {"num_classes": self.cfg.num_classes, "first_conv": "patch_embed.proj", "classifier": "head.fc"}
-        extra["pool_size"] = tuple(-(-side // stride) for side in prep["input_size"][1:])  # the final token map
+        extra["pool_size"] = self._final_map(prep["input_size"][1:])
         extra["fixed_input_size"] = False  # any size runs (padded to the patch and the windows)
         return {**prep, **extra, "label_names": self.classes}
 
     default_cfg = pretrained_cfg  # timm's older name
+
+    def _final_map(self, img_size: tuple[int, int]) -> tuple[int, ...]:
+        """The last stage's token grid for an input of ``img_size``, what the head pools over."""
+        return self.cfg.stage_feature_sizes(img_size)[-1]
 
     def init_weights(self) -> None:
         """Official init: truncated-normal linears, then zeroed post-norms (every block starts as identity)."""
@@ -388,17 +391,15 @@ class SwinV2(SwinV2Base):
 
     # --------------------------------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.cfg.in_chans:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected images of shape (B, {self.cfg.in_chans}, H, W), got {shape}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected a floating-point image tensor, got dtype {x.dtype}")
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected images of shape (B, {self.cfg.in_chans}, H, W), got {type(x).__name__}")
+        self._check_scripted_input(x)
 
     def _check_scripted_input(self, x: torch.Tensor) -> None:
-        """:meth:`_check_input` as TorchScript can compile it."""
+        """The checks of a tensor input, written so that TorchScript compiles them too."""
         in_chans = self.patch_embed.proj.in_channels
         if x.dim() != 4 or x.shape[1] != in_chans:
-            raise ValueError(f"expected images of shape (B, {in_chans}, H, W), got {x.shape}")
+            raise ValueError(f"expected images of shape (B, {in_chans}, H, W), got {list(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"expected a floating-point image tensor, got dtype {x.dtype}")
 

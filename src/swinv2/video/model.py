@@ -143,6 +143,9 @@ class VideoSwinV2(SwinV2Base):
                 block.set_window(self.cfg.window_size)
         self._resize_position_tables(resolve_windows(self.cfg)[0])
 
+    def _final_map(self, img_size: tuple[int, int]) -> tuple[int, ...]:
+        return self.cfg.stage_sizes(img_size=img_size)[-1]  # (t, h, w)
+
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.ndim != 5 or x.shape[1] != self.cfg.in_chans:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
