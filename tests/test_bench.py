@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from helpers import needs_fmnist, randomize
 from swinv2 import create_model
 from swinv2.bench import INPUT_ROUNDING, _runner, benchmark, build_contenders, format_table, peak_memory
+from swinv2.layers.linear import use_onednn
 from test_cli import run
 
 
@@ -87,12 +89,15 @@ def test_bf16_agreement_script_measures_the_saved_model(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bf16_agreement.py"
     # sized for CPUs that emulate bf16: 1,000 validation images, 64 random inputs
     args = [str(tmp_path / "run"), "--random-inputs", "64", "--seed", "3", "--batch-size", "500", "--val-limit", "1000"]
-    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    # one library in both processes: each would otherwise measure its own per-shape choice (its thread count
+    # and batch differ from this one's), and bf16 sums round differently in the two
+    env = {**os.environ, "SWINV2_ONEDNN": "on"}
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
     assert result["validation_images"]["bf16"]["inputs"] == 1000
     noise = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(3))
-    with torch.inference_mode():
+    with torch.inference_mode(), use_onednn(True):
         expected = (copy.deepcopy(model).bfloat16()(noise.bfloat16()).argmax(1) == model(noise).argmax(1)).float()
     measured = result["random_inputs"]["bf16"]
     assert measured["inputs"] == 64 and measured["agreement"] == pytest.approx(expected.mean().item())

@@ -118,3 +118,13 @@ def test_the_recorded_choices_govern_the_kernels_a_model_runs(monkeypatch, tmp_p
             monkeypatch.setattr(routing, "_choices", {})  # a new process: it reads the file
             assert onednn_calls(lambda: model(x)) == expected, forced
             torch.testing.assert_close(model(x), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_the_environment_fixes_the_library_for_a_process():
+    probe = "import warnings, swinv2.layers.linear as m; print(repr(m._mode))"
+    for value, expected in (("on", "True"), ("off", "False"), ("auto", "'auto'"), ("sometimes", "'auto'")):
+        env = {**os.environ, "SWINV2_ONEDNN": value}
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == expected, (value, out.stdout)
+        assert ("is not one of" in out.stderr) == (value == "sometimes")

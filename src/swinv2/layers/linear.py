@@ -16,13 +16,15 @@ modes (FLOP counters, fake tensors), autocast, ``torch.backends.mkldnn.flags(ena
 devices, tensor subclasses, hooks on the layer and subclasses of ``nn.Linear`` get ``F.linear`` (and
 ``F.gelu``). The attention's qkv projection passes its weight with the q / zero / v bias directly, as every
 SwinV2 implementation does, so hooks on ``attn.qkv`` do not run on any path. :func:`use_onednn`
-(process-wide, not per thread) forces the kernel on or off.
+(process-wide, not per thread) forces the kernel on or off, as ``SWINV2_ONEDNN=on|off`` does for a whole
+process (``auto``, the measured choice, by default).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -33,7 +35,18 @@ from torch import nn
 from .routing import ONEDNN, kernel_choices, shape_key
 
 AUTO = "auto"
-_mode: bool | str = AUTO  # True: oneDNN wherever eligible; False: never; "auto": the measured choice
+ENV_MODE = "SWINV2_ONEDNN"  # on / off / auto: the process's mode, for runs that must not depend on a measurement
+MODES = {"on": True, "1": True, "off": False, "0": False, AUTO: AUTO}
+
+
+def _mode_from_env() -> bool | str:
+    value = os.environ.get(ENV_MODE, AUTO).strip().lower()
+    if value not in MODES:
+        warnings.warn(f"{ENV_MODE}={value!r} is not one of {sorted(MODES)}: using {AUTO}", stacklevel=2)
+    return MODES.get(value, AUTO)
+
+
+_mode: bool | str = _mode_from_env()  # True: oneDNN wherever eligible; False: never; "auto": the measured choice
 _failed: set[torch.dtype] = set()  # dtypes whose kernel raised on this machine
 
 
