@@ -440,3 +440,33 @@ def test_a_mistyped_local_path_fails_at_once_without_asking_the_hub(tmp_path, mo
     with pytest.raises(FileNotFoundError, match=r"could not read runs/typo from the Hugging Face cache .*OSError"):
         swinv2.from_pretrained("hf://runs/typo")
     assert calls == ["owner/swinv2-t.v2", "runs/typo"]
+
+
+def test_dynamic_onnx_file_takes_every_size_and_batch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from swinv2.deploy.export import onnx_session
+
+    model, path = minimal(), tmp_path / "any.onnx"
+    checks = export_model(model, "onnx", path, batches=(1, 2), dynamic=True)
+    for check in checks:
+        print(check.line())
+    assert [(c.size, c.batch) for c in checks] == [
+        (None, 1),
+        (None, 2),
+        ((97, 130), 1),
+        ((97, 130), 2),
+        ((192, 320), 1),
+        ((192, 320), 2),
+    ]
+    assert all(c.max_diff < 1e-4 for c in checks)
+    assert onnx_metadata(path)["dynamic_sizes"] is True
+    session = onnx_session(path)
+    with torch.no_grad():
+        for shape in [(3, 3, 384, 384), (1, 3, 9, 13), (2, 3, 41, 17)]:  # larger, clipped windows, odd
+            x = torch.randn(shape)
+            diff = (torch.as_tensor(session.run(None, {"images": x.numpy()})[0]) - model(x)).abs()
+            print(f"onnxruntime at {list(shape)}: max |diff| {diff.max():.2e}, mean {diff.mean():.2e}")
+            assert diff.max() < 1e-4
+    with pytest.raises(ValueError, match="TorchScript traces one image size"):
+        export_model(model, "torchscript", tmp_path / "m.pt", dynamic=True)

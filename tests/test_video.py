@@ -17,13 +17,13 @@ from swinv2.cli import main
 from swinv2.convert import to_official
 from swinv2.data.moving import MovingFashionMNIST
 from swinv2.layers.window import attention_mask as attention_mask_2d
+from swinv2.layers.window_nd import attention_mask, pad_to_window, window_partition, window_reverse
 from swinv2.video.config import VideoSwinV2Config
 from swinv2.video.convert import TORCHVISION_V1, from_torchvision_video
 from swinv2.video.data import ClipSampling, VideoClipDataset, read_frames, temporal_starts
 from swinv2.video.inflate import inflate
 from swinv2.video.model import VideoSwinV2
 from swinv2.video.registry import create_video_model, get_video_config
-from swinv2.video.windows import attention_mask, pad_to_window, window_partition, window_reverse
 
 SMALL = {"embed_dim": 16, "num_heads": (1, 2, 2, 4), "depths": (2, 2, 2, 2), "cpb_hidden": 16}
 

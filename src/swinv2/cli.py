@@ -160,10 +160,13 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         check_opset(args.opset)  # before loading the model: the range the installed exporter writes
     model = _model_to_export(args)
-    checks = export_model(model, args.format, args.output, opset=args.opset, batches=tuple(args.check_batches))
+    checks = export_model(
+        model, args.format, args.output, opset=args.opset, batches=tuple(args.check_batches), dynamic=args.dynamic
+    )
     runner = {"onnx": "onnxruntime", "torchscript": "TorchScript", "export": "torch.export"}[args.format]
     frames = f", {model.cfg.num_frames} frames" if hasattr(model.cfg, "num_frames") else ""
-    print(f"{args.output}: {type(model).__name__} at {model.cfg.img_size} px{frames}, {args.format}")
+    sizes = ", any batch, height and width" if args.dynamic else ""
+    print(f"{args.output}: {type(model).__name__} at {model.cfg.img_size} px{frames}{sizes}, {args.format}")
     for check in checks:
         print(f"  {runner} vs PyTorch, {check.line()}")
     worst = max(c.max_diff for c in checks)
@@ -398,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-size", type=positive, help="attention window at that size")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (one the exporter cannot write is refused)")
     p.add_argument("--check-batches", type=positive, nargs="+", default=[1, 3], help="batch sizes compared")
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="one file for every batch, height and width (onnx / export; checked at other sizes too)",
+    )
     p.add_argument("--tolerance", type=positive_number, default=1e-4, help="largest |diff| accepted (exit 1 beyond)")
     p.set_defaults(func=_export)
 

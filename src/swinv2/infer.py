@@ -209,7 +209,8 @@ def predict_onnx(path: str | Path, paths: list[str], topk: int = 5) -> list[list
     if "preprocessing" not in meta:
         raise ValueError(f"{path} was not written by `swinv2 export` (no swinv2.preprocessing metadata)")
     prep = Preprocessing.from_dict(meta["preprocessing"])
-    transform, session = prep.transform(), onnx_session(path)
+    # a file exported with --dynamic takes any size: the image keeps its aspect ratio, uncropped
+    transform, session = prep.transform(keep_aspect=bool(meta.get("dynamic_sizes"))), onnx_session(path)
     name = session.get_inputs()[0].name
     results = []
     for p in paths:

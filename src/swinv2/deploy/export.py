@@ -8,7 +8,9 @@ the tolerance. The preprocessing, class names and model config travel inside the
 
 An opset outside what the installed onnx / onnxscript can write is refused before anything is exported.
 TorchScript files refuse inputs of another size (the traced window geometry would give wrong logits);
-ONNX and torch.export files already refuse them through their static image dimensions.
+ONNX and torch.export files already refuse them through their static image dimensions, unless exported
+with ``dynamic``: then one file takes every size, computing the window padding, clipping, shifts and masks
+in its graph.
 """
 
 from __future__ import annotations
@@ -36,9 +38,16 @@ class Parity:
     batch: int
     max_diff: float
     mean_diff: float
+    size: tuple[int, int] | None = None  # (H, W) where it is not the model's own
 
     def line(self) -> str:
-        return f"batch {self.batch}: max |diff| {self.max_diff:.2e}, mean |diff| {self.mean_diff:.2e}"
+        at = f" at {self.size[0]} x {self.size[1]}" if self.size else ""
+        return f"batch {self.batch}{at}: max |diff| {self.max_diff:.2e}, mean |diff| {self.mean_diff:.2e}"
+
+
+# Sizes a --dynamic file is checked at besides the model's own: odd, non-square and larger (images), each
+# at every batch size asked for; video clips are checked at other spatial sizes of their frame count.
+DYNAMIC_CHECK_SIZES = ((97, 130), (192, 320))
 
 
 def export_model(
@@ -48,11 +57,18 @@ def export_model(
     opset: int = 18,
     batches: tuple[int, ...] = (1, 3),
     seed: int = 0,
+    dynamic: bool = False,
 ) -> list[Parity]:
     """Write ``model`` (eval mode, its configured image size; video models at their frame count too) as
-    ``fmt`` to ``output`` and return the parity with PyTorch at each batch size in ``batches``."""
+    ``fmt`` to ``output`` and return the parity with PyTorch at each batch size in ``batches``.
+
+    ``dynamic`` (ONNX and torch.export): one file for every batch, height and width (and clip length),
+    whose window geometry is computed in the graph (:mod:`swinv2.layers.symbolic_windows`); it is also
+    checked at :data:`DYNAMIC_CHECK_SIZES`."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if dynamic and fmt == "torchscript":
+        raise ValueError("TorchScript traces one image size: export --dynamic as onnx or export")
     if fmt == "onnx":
         check_opset(opset)
     model = model.eval()
@@ -60,9 +76,9 @@ def export_model(
     make_parent(output)
     check_writable(output)
     example = _images(model, 2, seed)  # batch 2: tracing at 1 would specialise the batch dimension to 1
-    info = {k: json.dumps(v) for k, v in description(model).items()}
+    info = {k: json.dumps(v) for k, v in {**description(model), "dynamic_sizes": dynamic}.items()}
     if fmt == "onnx":
-        _export_onnx(model, example, output, opset, info)
+        _export_onnx(model, example, output, opset, info, dynamic)
         run = _onnx_runner(output)
     elif fmt == "torchscript":
         with torch.no_grad():
@@ -72,12 +88,29 @@ def export_model(
         loaded = torch.jit.load(str(output))
         run = lambda x: loaded(x)  # noqa: E731
     else:
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
+        program = _program(model, example, dynamic)
         torch.export.save(program, output, extra_files=info)
         loaded = torch.export.load(output).module()
         run = lambda x: loaded(x)  # noqa: E731
-    return [_parity(model, run, b, seed) for b in batches]
+    sizes = [None, *(DYNAMIC_CHECK_SIZES if dynamic else ())]
+    return [_parity(model, run, b, seed, size) for size in sizes for b in batches]
+
+
+def _program(model: nn.Module, example: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
+    """torch.export of ``model`` with a dynamic batch, and with ``dynamic`` every other axis but channels
+    dynamic too. Some shape facts of the traced geometry hold for every size but are beyond the tracer's
+    proofs (that a padded size rounded up is not below the size, say): they become runtime checks in the
+    program instead of errors at export, and size-1 axes are not treated as special."""
+    if not dynamic:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        return torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
+    import torch.fx.experimental._config as shape_config
+
+    axes = {i: torch.export.Dim.DYNAMIC for i in range(example.dim()) if i != 1}
+    with shape_config.patch(backed_size_oblivious=True):
+        return torch.export.export(
+            model, (example,), dynamic_shapes={"x": axes}, prefer_deferred_runtime_asserts_over_guards=True
+        )
 
 
 class FixedSize(nn.Module):
@@ -131,37 +164,35 @@ def check_opset(opset: int) -> None:
         )
 
 
-def _images(model: nn.Module, batch: int, seed: int) -> torch.Tensor:
-    """Random inputs of the model's size: ``(B, C, H, W)`` images, or ``(B, C, T, H, W)`` clips."""
+def _images(model: nn.Module, batch: int, seed: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Random inputs of the model's size (or ``size``): ``(B, C, H, W)`` images, or ``(B, C, T, H, W)`` clips."""
     cfg = model.cfg
     frames = (cfg.num_frames,) if hasattr(cfg, "num_frames") else ()
-    shape = (batch, cfg.in_chans, *frames, *to_pair(cfg.img_size))
+    shape = (batch, cfg.in_chans, *frames, *(size or to_pair(cfg.img_size)))
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed + batch))
 
 
 @torch.no_grad()
-def _parity(model: nn.Module, run, batch: int, seed: int) -> Parity:
-    images = _images(model, batch, seed)
+def _parity(model: nn.Module, run, batch: int, seed: int, size: tuple[int, int] | None = None) -> Parity:
+    images = _images(model, batch, seed, size)
     expected = model(images)
     got = torch.as_tensor(run(images))
     diff = (got - expected).abs()
-    return Parity(batch, float(diff.max()), float(diff.mean()))
+    return Parity(batch, float(diff.max()), float(diff.mean()), tuple(images.shape[-2:]) if size else None)
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, output: Path, opset: int, info: dict) -> None:
+def _export_onnx(model: nn.Module, example: torch.Tensor, output: Path, opset: int, info: dict, dynamic: bool) -> None:
     import onnx
 
-    batch = torch.export.Dim("batch", min=1, max=4096)
     try:
         torch.onnx.export(
-            model,
+            _program(model, example, dynamic),
             (example,),
             str(output),
             dynamo=True,
             opset_version=opset,
             input_names=["images"],
             output_names=["logits"],
-            dynamic_shapes={"x": {0: batch}},
             verbose=False,
         )
     except BaseException:  # no partial file left behind

@@ -61,19 +61,21 @@ class Preprocessing:
     def size(self) -> tuple[int, int]:
         return self.input_size[1], self.input_size[2]
 
-    def transform(self) -> Callable:
-        """A torchvision transform from a ``(C, H, W)`` uint8 tensor or PIL image to the model's input."""
+    def transform(self, keep_aspect: bool = False) -> Callable:
+        """A torchvision transform from a ``(C, H, W)`` uint8 tensor or PIL image to the model's input.
+
+        ``keep_aspect`` (for a model that takes any size): the shorter side is resized to the input's and
+        nothing is cropped, so the image keeps its aspect ratio."""
         import torch
         from torchvision.transforms import InterpolationMode, v2
 
         h, w = self.size
-        resize = (round(h / self.crop_pct), round(w / self.crop_pct)) if h != w else round(h / self.crop_pct)
+        mode = InterpolationMode(self.interpolation)
+        if keep_aspect:
+            geometry = [v2.Resize(min(h, w), interpolation=mode, antialias=True)]
+        else:
+            resize = (round(h / self.crop_pct), round(w / self.crop_pct)) if h != w else round(h / self.crop_pct)
+            geometry = [v2.Resize(resize, interpolation=mode, antialias=True), v2.CenterCrop((h, w))]
         return v2.Compose(
-            [
-                v2.ToImage(),
-                v2.Resize(resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
-                v2.CenterCrop((h, w)),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(self.mean, self.std),
-            ]
+            [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
         )

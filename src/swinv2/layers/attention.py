@@ -148,7 +148,9 @@ class WindowAttention(nn.Module):
     def _merge_bias(self, window: list[int], mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         bias = self.rel_pos(window).to(dtype)  # (heads, N, N)
         if mask is not None:
-            bias = bias.unsqueeze(0) + mask.unsqueeze(1).to(dtype)  # (nW, heads, N, N)
+            # expanded, not broadcast: a traced graph would otherwise assume whether nW is 1
+            nw, heads = mask.shape[0], bias.shape[0]
+            bias = bias.unsqueeze(0).expand(nw, -1, -1, -1) + mask.unsqueeze(1).to(dtype).expand(-1, heads, -1, -1)
         return bias
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

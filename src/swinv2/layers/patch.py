@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .linear import linear
+from .symbolic_windows import is_symbolic
 
 
 class PatchEmbed(nn.Module):
@@ -25,7 +26,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
         pad_h, pad_w = (-x.shape[-2]) % p, (-x.shape[-1]) % p
-        if pad_h or pad_w:
+        if _pads(pad_h, pad_w):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H/p, W/p, C)
 
@@ -45,8 +46,9 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, h, w, _ = x.shape
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        pad_h, pad_w = (-h) % 2, (-w) % 2  # this form: a tracer proves the padded size even
+        if _pads(pad_h, pad_w):
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         # The order (0,0), (1,0), (0,1), (1,1) of (row, col) offsets is what every released checkpoint uses.
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         if self.norm_first:
@@ -57,3 +59,12 @@ class PatchMerging(nn.Module):
         if torch.jit.is_scripting():
             return self.reduction(x)
         return linear(x, self.reduction)
+
+
+def _pads(a: int, b: int) -> bool:
+    """Whether to pad by these amounts: where either is not zero, and always on symbolic sizes (a graph
+    traced for every size pads by the amounts it computes; testing them would fix them)."""
+    if torch.jit.is_scripting():
+        return a != 0 or b != 0
+    else:
+        return is_symbolic((a, b)) or a != 0 or b != 0

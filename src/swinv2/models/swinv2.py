@@ -34,6 +34,7 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
+from ..layers import symbolic_windows as symbolic
 from .config import SwinV2Config, to_pair
 
 Window = tuple[int, int]
@@ -105,6 +106,9 @@ class SwinV2Block(nn.Module):
         return self._masks[key]
 
     def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # noqa: SIM102 (nested: TorchScript then skips the inner test)
+            if symbolic.is_symbolic(x.shape[1:-1]):
+                return self._symbolic_window_attention(x)
         _, h, w, _ = x.shape
         window, shift = effective_window([h, w], list(self.window), list(self.shift), self.clip_windows)
         shifted = shift[0] != 0 or shift[1] != 0
@@ -118,6 +122,41 @@ class SwinV2Block(nn.Module):
         if shifted:
             x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
         return x[:, :h, :w] if pad_h > 0 or pad_w > 0 else x
+
+    @torch.jit.unused
+    def _symbolic_window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Window attention whose geometry is computed in the graph from symbolic sizes (an export or
+        compile for every input size; see :mod:`~swinv2.layers.symbolic_windows`), for any number of axes."""
+        if isinstance(self.attn.rel_pos, RelativePositionTable) and self.attn.rel_pos.window != self.window:
+            raise ValueError(
+                f"a V1 position table built for window {self.attn.rel_pos.window} cannot be traced for every "
+                f"input size at window {self.window}: export at a fixed size, or set the window to the table's"
+            )
+        batch, sizes, window = x.shape[0], list(x.shape[1:-1]), list(self.window)
+        x, padded = symbolic.pad_always(x, window)
+        shifts = symbolic.effective_shifts(sizes, window, list(self.shift), x.device) if self.shifted else None
+        if shifts is not None:
+            x = symbolic.roll(x, shifts)
+        mask = self._traced_mask(padded, sizes, window, shifts, x.device)
+        windows = self.attn(symbolic.partition(x, window), window, mask)
+        x = symbolic.reverse(windows, window, padded, batch)
+        if shifts is not None:
+            x = symbolic.roll(x, shifts, back=True)
+        return symbolic.crop(x, sizes)
+
+    @torch.jit.unused
+    def _traced_mask(self, padded: list, sizes: list, window: list[int], shifts, device: torch.device) -> torch.Tensor:
+        """The mask in the graph: under export built once per stage and shift (the stage drops it after its
+        blocks ran), under ``torch.compile`` once per block (no module state changes inside a compiled graph)."""
+        build = lambda: symbolic.attention_mask(  # noqa: E731
+            padded, sizes, window, shifts, self.clip_windows, self.mask_padding, device
+        )
+        if torch.compiler.is_dynamo_compiling() or not symbolic.is_symbolic(sizes):
+            return build()
+        key = ("traced", self.shifted)
+        if key not in self._masks:
+            self._masks[key] = build()
+        return self._masks[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.post_norm:
@@ -166,6 +205,8 @@ class SwinV2Stage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
+        if not torch.jit.is_scripting():
+            self._forget_traced_masks()
         for block in self.blocks:
             if torch.jit.is_scripting():  # activation checkpointing is eager only
                 x = block(x)
@@ -173,7 +214,18 @@ class SwinV2Stage(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
+        if not torch.jit.is_scripting():
+            self._forget_traced_masks()
         return x
+
+    @torch.jit.unused
+    def _forget_traced_masks(self) -> None:
+        """Drop the masks a traced forward pass built in its graph (they belong to that trace only)."""
+        if torch.compiler.is_dynamo_compiling():  # compiled graphs keep none (see SwinV2Block._traced_mask)
+            return
+        masks = self.blocks[0]._masks
+        for key in [k for k in masks if k[0] == "traced"]:
+            del masks[key]
 
 
 def resolve_windows(cfg: SwinV2Config) -> tuple[list[Window], list[Window]]:

@@ -15,9 +15,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import PatchMerging, effective_window
+from ..layers.symbolic_windows import is_symbolic
+from ..layers.window_nd import attention_mask, pad_to_window, window_partition, window_reverse
 from ..models.swinv2 import ClassifierHead, SwinV2Base, SwinV2Block
 from .config import Triple, VideoSwinV2Config, to_triple
-from .windows import attention_mask, pad_to_window, window_partition, window_reverse
 
 
 class PatchEmbed3d(nn.Module):
@@ -31,7 +32,7 @@ class PatchEmbed3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = [(-s) % p for s, p in zip(x.shape[2:], self.patch_size)]
-        if any(pads):
+        if is_symbolic(pads) or any(pads):
             x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]))
         return self.norm(self.proj(x).permute(0, 2, 3, 4, 1))
 
@@ -63,6 +64,8 @@ class VideoSwinV2Block(SwinV2Block):
     _make_mask = staticmethod(attention_mask)
 
     def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        if is_symbolic(x.shape[1:4]):
+            return self._symbolic_window_attention(x)
         sizes = tuple(x.shape[1:4])
         window, shift = map(tuple, effective_window(sizes, self.window, self.shift, self.clip_windows))
         x, pads = pad_to_window(x, window)

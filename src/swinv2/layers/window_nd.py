@@ -1,7 +1,7 @@
-"""3-D (time x height x width) windows: padding, partition, reverse and the shift / padding mask.
+"""Windows over any number of axes: padding, partition, reverse and the shift / padding mask.
 
-Written for any number of axes; the video model uses three. The image model keeps its own 2-D versions
-(``swinv2.layers.window``), whose per-axis region and padding rules these reuse.
+The video model uses three axes. The image model keeps its 2-D versions (``swinv2.layers.window``),
+which TorchScript compiles; these reuse their per-axis region and padding rules.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..layers.window import PAD_MASK_VALUE, SHIFT_MASK_VALUE, _is_padding, _region_ids
+from .window import PAD_MASK_VALUE, SHIFT_MASK_VALUE, _is_padding, _region_ids
 
 Window = tuple[int, ...]
 
