@@ -447,7 +447,9 @@ def test_dynamic_onnx_file_takes_every_size_and_batch(tmp_path):
     pytest.importorskip("onnxscript")
     from swinv2.deploy.export import onnx_session
 
-    model, path = minimal(), tmp_path / "any.onnx"
+    # two blocks, so that the second one's shifted windows (roll, shift regions) are in the graph too
+    model = swinv2.create_model("swinv2_test_window4_32", num_classes=3, depths=(2,), num_heads=(1,), embed_dim=8)
+    model, path = randomize(model).eval(), tmp_path / "any.onnx"
     checks = export_model(model, "onnx", path, batches=(1, 2), dynamic=True)
     for check in checks:
         print(check.line())
