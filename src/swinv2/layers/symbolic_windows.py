@@ -1,10 +1,9 @@
 """Shifted-window geometry as graph computations on the input size: one traced graph for every size.
 
-Under ``torch.export`` with a dynamic height and width, or ``torch.compile(dynamic=True)``, the sizes
-are symbols. The eager geometry branches on them (clip the window to a small map, shift only where the
-map is larger than the window, pad and mask only where needed): each branch becomes a guard, so a
-compiled model recompiles when one flips and an exported graph is valid at one size only. Here nothing
-branches on a size:
+Under ``torch.export`` with a dynamic height and width the sizes are symbols. The eager geometry
+branches on them (clip the window to a small map, shift only where the map is larger than the window,
+pad and mask only where needed): each branch becomes a guard, and an exported graph is valid at one size
+only. Here nothing branches on a size:
 
 * the window never shrinks. A map smaller than the window is padded up to it and the padded keys are
   masked, which gives the clipped window's outputs: the position bias of a token pair depends only on
@@ -25,8 +24,11 @@ from .window import PAD_MASK_VALUE, SHIFT_MASK_VALUE
 
 
 def is_symbolic(sizes) -> bool:
-    """Whether any of ``sizes`` is a symbol of a trace (export or compile with dynamic shapes)."""
-    return any(isinstance(s, torch.SymInt) for s in sizes)
+    """Whether any of ``sizes`` is a symbol of an export trace (``export --dynamic``).
+
+    ``torch.compile`` keeps the eager geometry: its tracer's shape simplifier stalls on the nested size
+    expressions of this form, so a compiled model recompiles per window geometry instead."""
+    return any(isinstance(s, torch.SymInt) for s in sizes) and not torch.compiler.is_dynamo_compiling()
 
 
 def pad_always(x: torch.Tensor, window: list[int]) -> tuple[torch.Tensor, list]:
@@ -43,8 +45,7 @@ def pad_always(x: torch.Tensor, window: list[int]) -> tuple[torch.Tensor, list]:
 def effective_shifts(sizes: list, window: list[int], shift: list[int], device: torch.device) -> list[torch.Tensor]:
     """Per axis, ``shift`` where the map is larger than the window and 0 where one window covers it
     (what :func:`~swinv2.layers.window.effective_window` decides in Python), as 1-element tensors."""
-    zero = torch.zeros(1, dtype=torch.long, device=device)
-    return [((zero + size) > w).long() * s for size, w, s in zip(sizes, window, shift)]
+    return [(as_tensor(size, device) > w).long() * s for size, w, s in zip(sizes, window, shift)]
 
 
 def roll(x: torch.Tensor, shifts: list[torch.Tensor], back: bool = False) -> torch.Tensor:
@@ -58,10 +59,7 @@ def roll(x: torch.Tensor, shifts: list[torch.Tensor], back: bool = False) -> tor
 
 def as_tensor(size, device: torch.device) -> torch.Tensor:
     """A (possibly symbolic) size as a 1-element tensor: index arithmetic then stays tensor arithmetic,
-    which every exporter writes (a remainder by a symbolic Python number is not). ``torch.compile``
-    keeps the number: its tracer is slow to reason about sizes that pass through tensors."""
-    if torch.compiler.is_dynamo_compiling():
-        return size
+    which every exporter writes (a remainder by a symbolic Python number is not)."""
     return torch.zeros(1, dtype=torch.long, device=device) + size
 
 

@@ -146,16 +146,15 @@ class SwinV2Block(nn.Module):
 
     @torch.jit.unused
     def _traced_mask(self, padded: list, sizes: list, window: list[int], shifts, device: torch.device) -> torch.Tensor:
-        """The mask in the graph: under export built once per stage and shift (the stage drops it after its
-        blocks ran), under ``torch.compile`` once per block (no module state changes inside a compiled graph)."""
-        build = lambda: symbolic.attention_mask(  # noqa: E731
-            padded, sizes, window, shifts, self.clip_windows, self.mask_padding, device
-        )
-        if torch.compiler.is_dynamo_compiling() or not symbolic.is_symbolic(sizes):
-            return build()
+        """The mask in the graph, built once per stage and shift of a trace (the stage drops it after its
+        blocks ran); on concrete sizes (the unit tests) built afresh."""
+        if not symbolic.is_symbolic(sizes):
+            return symbolic.attention_mask(padded, sizes, window, shifts, self.clip_windows, self.mask_padding, device)
         key = ("traced", self.shifted)
         if key not in self._masks:
-            self._masks[key] = build()
+            self._masks[key] = symbolic.attention_mask(
+                padded, sizes, window, shifts, self.clip_windows, self.mask_padding, device
+            )
         return self._masks[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,7 +204,10 @@ class SwinV2Stage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
+        traced = False
         if not torch.jit.is_scripting():
+            traced = symbolic.is_symbolic(x.shape[1:-1])
+        if traced:
             self._forget_traced_masks()
         for block in self.blocks:
             if torch.jit.is_scripting():  # activation checkpointing is eager only
@@ -214,15 +216,13 @@ class SwinV2Stage(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        if not torch.jit.is_scripting():
+        if traced:
             self._forget_traced_masks()
         return x
 
     @torch.jit.unused
     def _forget_traced_masks(self) -> None:
         """Drop the masks a traced forward pass built in its graph (they belong to that trace only)."""
-        if torch.compiler.is_dynamo_compiling():  # compiled graphs keep none (see SwinV2Block._traced_mask)
-            return
         masks = self.blocks[0]._masks
         for key in [k for k in masks if k[0] == "traced"]:
             del masks[key]
