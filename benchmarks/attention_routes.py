@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend
 
 from swinv2 import create_model
-from swinv2.bench import randomize_parameters
 from swinv2.layers import attention
+from swinv2.tools.bench import randomize_parameters
 
 SHIPPED_BACKENDS = attention.sdpa_backends
 SHIPPED_PAYS = attention.sdpa_pays

@@ -20,7 +20,7 @@ import math
 import torch
 
 from swinv2.data.datasets import ReadableCollate
-from swinv2.infer import load_classifier, run_data, validation_split
+from swinv2.deploy.infer import load_classifier, run_data, validation_split
 
 
 def top1(model: torch.nn.Module, batches: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from swinv2 import create_model
-from swinv2.bench import _timm, randomize_parameters
+from swinv2.tools.bench import _timm, randomize_parameters
 
 CASES = {  # name: (registry entry, overrides); 200 px pads stage 1 (50 -> 56), 256 px shifts and clips
     "tiny w16 256 shifted, stage 4 clipped": ("swinv2_tiny_window16_256", {}),

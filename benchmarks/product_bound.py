@@ -26,7 +26,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from swinv2.bench import _runner, build_contenders
+from swinv2.tools.bench import _runner, build_contenders
 
 # Kernels that are matrix products (self time; SDPA's fused kernel also holds softmax and is not counted,
 # which only raises the bound).

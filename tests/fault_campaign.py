@@ -141,10 +141,10 @@ class Campaign:
     # -------------------------------------------------------------------------------------- pickles
     def pickles(self) -> None:
         from swinv2 import create_model
-        from swinv2.checkpoint import read_checkpoint
         from swinv2.cli import main
         from swinv2.train import fit
         from swinv2.train.checkpoints import sha256_file
+        from swinv2.weights.checkpoint import read_checkpoint
 
         outcome, times = Counter(), 0
         for payload in (CreatesFile, RunsShell):

@@ -10,8 +10,8 @@ import torch
 
 from helpers import needs_fmnist, randomize
 from swinv2 import create_model
-from swinv2.bench import INPUT_ROUNDING, _runner, benchmark, build_contenders, format_table, peak_memory
 from swinv2.layers.linear import use_onednn
+from swinv2.tools.bench import INPUT_ROUNDING, _runner, benchmark, build_contenders, format_table, peak_memory
 from test_cli import run
 
 

@@ -12,15 +12,15 @@ import torch
 
 from faults import broken_image_folder
 from swinv2 import create_model
-from swinv2.checkpoint import save_weights
 from swinv2.cli import main
-from swinv2.data.datasets import UnreadableImage, read_image
+from swinv2.data.decode import UnreadableImage, read_image
 from swinv2.dense.recipe import DenseRecipe
 from swinv2.models.simmim import MaskGenerator
 from swinv2.runs import WrongRunError, expect_run, run_kind
 from swinv2.train.pretrain import PretrainRecipe
 from swinv2.train.recipe import TrainRecipe
 from swinv2.video.train import VideoRecipe
+from swinv2.weights.checkpoint import save_weights
 
 RECIPES = {
     "classify": TrainRecipe,
@@ -184,7 +184,7 @@ def test_masks_that_hide_every_cell_are_refused(tmp_path, capsys):
 # ---------------------------------------------------------------------------------- files and folders
 def _saved_run(tmp_path, data=None):
     """A run folder as `swinv2 train` leaves it (recipe, weights with classes and preprocessing)."""
-    from swinv2.deploy.preprocess import Preprocessing
+    from swinv2.models.preprocess import Preprocessing
 
     run = tmp_path / "run"
     run.mkdir()
@@ -197,7 +197,7 @@ def _saved_run(tmp_path, data=None):
 
 
 def test_convert_keeps_this_project_s_metadata_and_never_overwrites_its_source(tmp_path, capsys):
-    from swinv2.checkpoint import read_checkpoint
+    from swinv2.weights.checkpoint import read_checkpoint
 
     run = _saved_run(tmp_path)
     before = (run / "model.safetensors").read_bytes()

@@ -10,7 +10,7 @@ import torch
 
 from helpers import randomize
 from swinv2 import create_model
-from swinv2.checkpoint import load_state_dict_into, read_checkpoint, save_weights
+from swinv2.weights.checkpoint import load_state_dict_into, read_checkpoint, save_weights
 
 NAME = "swinv2_test_window4_32"
 

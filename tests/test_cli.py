@@ -45,8 +45,8 @@ def test_convert_timm_file_and_check_against_model(tmp_path):
 def test_convert_refuses_adapted_heads_and_channels_unless_told(tmp_path, capsys):
     """A re-created head or summed input channels would write new weights as if converted: refused, and
     --num-classes / --in-chans describe the checkpoint so that it converts unchanged."""
-    from swinv2.checkpoint import write_safetensors
     from swinv2.cli import main
+    from swinv2.weights.checkpoint import write_safetensors
 
     src = tmp_path / "grey5.safetensors"
     model = randomize(create_model("swinv2_test_window4_32", num_classes=5, in_chans=1))
@@ -70,8 +70,8 @@ def test_convert_refuses_adapted_heads_and_channels_unless_told(tmp_path, capsys
 
 def test_export_refuses_a_checkpoint_it_would_adapt(tmp_path, capsys):
     """--model with a --checkpoint of another class count would export a random head: refused by name."""
-    from swinv2.checkpoint import write_safetensors
     from swinv2.cli import main
+    from swinv2.weights.checkpoint import write_safetensors
 
     src = tmp_path / "five.safetensors"
     write_safetensors(randomize(create_model("swinv2_test_window4_32", num_classes=5)).state_dict(), src, {})

@@ -13,7 +13,6 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from helpers import needs_fmnist, randomize
 from swinv2 import create_model
-from swinv2.checkpoint import save_weights
 from swinv2.cli import main
 from swinv2.data.scenes import SceneSpec, ensure_scenes
 from swinv2.dense.backbone import SwinV2Backbone, create_backbone
@@ -23,7 +22,8 @@ from swinv2.dense.engine import fit_dense, load_run
 from swinv2.dense.recipe import DenseRecipe
 from swinv2.dense.roi_align import GatherMultiScaleRoIAlign
 from swinv2.dense.segmentation import ConfusionMatrix, Segmenter, slide_inference
-from swinv2.registry import get_config
+from swinv2.models.registry import get_config
+from swinv2.weights.checkpoint import save_weights
 from test_coco_data import drop_segmentations
 
 SMALL = {"embed_dim": 16, "num_heads": (1, 2, 2, 4), "depths": (2, 2, 2, 2), "cpb_hidden": 16}
@@ -489,7 +489,7 @@ def test_eval_and_predict_need_only_the_run_after_its_data_moved(moved_run, tmp_
 def test_runs_without_class_names_read_them_from_the_training_data(moved_run, tmp_path, capsys):
     import shutil
 
-    from swinv2.checkpoint import read_checkpoint, write_safetensors
+    from swinv2.weights.checkpoint import read_checkpoint, write_safetensors
 
     old = tmp_path / "old"
     shutil.copytree(moved_run / "run", old)
@@ -503,7 +503,7 @@ def test_runs_without_class_names_read_them_from_the_training_data(moved_run, tm
 
 
 def test_predict_scales_16_bit_images_like_training(tiny_run, tmp_path):
-    from swinv2.data.datasets import read_image
+    from swinv2.data.decode import read_image
 
     ramp = np.tile(np.linspace(0, 60000, 32).astype(np.uint16), (32, 1))
     Image.fromarray(ramp).save(tmp_path / "deep.png")

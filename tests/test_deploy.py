@@ -175,7 +175,8 @@ def test_video_models_export_too(tmp_path):
 
 
 def test_export_command_sets_a_video_models_window_and_refuses_another_clip_size(tmp_path, capsys):
-    from swinv2.cli import _model_to_export, build_parser
+    from swinv2.cli import build_parser
+    from swinv2.cli.export import _model_to_export
     from swinv2.video import create_video_model
 
     create_video_model("swinv2_video_pico_window4x8_64").save_pretrained(tmp_path / "v")
@@ -247,7 +248,7 @@ def test_timm_create_model_builds_this_projects_models_with_features_and_data_co
 
 # --------------------------------------------------------------------------------- loading for inference
 def test_eval_matches_folder_classes_to_the_models_by_name(tmp_path):
-    from swinv2.infer import _in_model_classes
+    from swinv2.deploy.infer import _in_model_classes
 
     model = small()
     model.classes = CLASSES  # trained as cat, dog, owl
@@ -263,7 +264,7 @@ def test_eval_matches_folder_classes_to_the_models_by_name(tmp_path):
 
 
 def test_loading_refuses_an_encoder_and_resizing_moves_the_preprocessing(tmp_path):
-    from swinv2.infer import load_classifier
+    from swinv2.deploy.infer import load_classifier
 
     randomize(swinv2.create_model("swinv2_micro_window4_32", num_classes=0)).save_pretrained(tmp_path / "encoder")
     with pytest.raises(ValueError, match="encoder without a classifier head"):

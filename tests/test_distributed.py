@@ -314,7 +314,7 @@ def test_bad_strategies_are_refused(monkeypatch):
 
 def test_resume_flags_change_the_strategy(tmp_path):
     from swinv2.cli import build_parser
-    from swinv2.cli_flags import train_recipe
+    from swinv2.cli.common import train_recipe
 
     TrainRecipe(strategy="fsdp", output=str(tmp_path)).save(tmp_path / "config.json")
     args = build_parser().parse_args(["train", "--resume", str(tmp_path), "--strategy", "zero"])

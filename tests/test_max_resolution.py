@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from swinv2.cli import main
-from swinv2.max_resolution import Trial, largest_resolution, search
+from swinv2.tools.max_resolution import Trial, largest_resolution, search
 
 GIB = 2**30
 

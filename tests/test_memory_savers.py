@@ -140,7 +140,7 @@ def test_training_recipe_and_cli_switch_the_savers():
     from types import SimpleNamespace
 
     from swinv2.cli import build_parser
-    from swinv2.cli_flags import train_recipe
+    from swinv2.cli.common import train_recipe
     from swinv2.train.loop import build_model
 
     args = build_parser().parse_args(["train", "--grad-checkpointing", "on", "--sequential-attention", "yes"])
@@ -156,7 +156,7 @@ def test_training_recipe_and_cli_switch_the_savers():
 def test_sequential_attention_keeps_one_shift_mask_whatever_the_batch(monkeypatch):
     """A shifted block's chunks take their mask rows from the block's one cached mask: what it saves
     beyond an unshifted block is that mask (16 windows x 16 x 16 fp32), not a copy per image."""
-    from swinv2.plan import count_activations
+    from swinv2.tools.plan import count_activations
 
     monkeypatch.setattr(attention_module, "AUTO_CHUNK_SCORES", 3 * 16 * 16)
     model = tiny("swinv2_tiny_window8_256", img_size=64, window_size=4)  # stage 1: 16 windows of 4 x 4
@@ -220,7 +220,7 @@ def test_mlp_recomputing_gelu_peaks_one_hidden_tensor_lower():
     """Forward and backward of an MLP: autograd peaks at three hidden-width tensors (the saved pre-activation
     and activation, then the gradient of the activation), ``GeluLinear`` at two: it keeps one and takes
     GELU's derivative in place."""
-    from swinv2.bench import peak_memory
+    from swinv2.tools.bench import peak_memory
 
     mlp = mlp_module.Mlp(32, 256).train()
     x = torch.randn(4096, 32, requires_grad=True)

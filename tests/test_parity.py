@@ -20,8 +20,8 @@ import torch
 
 from helpers import diff, randomize
 from swinv2 import SwinV2, convert_state_dict, create_model
-from swinv2.convert import detect_source, to_official
 from swinv2.layers.linear import use_onednn
+from swinv2.weights.convert import detect_source, to_official
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from swinv2 import create_model
-from swinv2.bench import peak_memory
 from swinv2.layers import attention as attention_module
 from swinv2.layers import mlp as mlp_module
-from swinv2.plan import GIB, count_activations, format_plan, largest_resolution, plan, state_bytes
+from swinv2.tools.bench import peak_memory
+from swinv2.tools.plan import GIB, count_activations, format_plan, largest_resolution, plan, state_bytes
 
 MODEL = "swinv2_test_window4_32"
 

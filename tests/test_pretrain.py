@@ -113,7 +113,7 @@ def test_simmim_study_runs_both_arms_per_seed(tmp_path, monkeypatch):
     """The study's pipeline end to end, shrunk: 2-epoch pretraining on 256 images, 1-epoch fine-tunes."""
     from dataclasses import replace
 
-    from swinv2.studies import simmim as study
+    from swinv2.tools.studies import simmim as study
 
     small = {"train_limit": 256, "val_limit": 64, "model_overrides": TINY}
     monkeypatch.setattr(study, "PRETRAIN", replace(study.PRETRAIN, epochs=2, **small))

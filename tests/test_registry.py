@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from swinv2 import list_models
-from swinv2.flops import count_gflops, count_params
-from swinv2.registry import get_entry, register
+from swinv2.models.flops import count_gflops, count_params
+from swinv2.models.registry import get_entry, register
 
 # The paper's parameter counts for 1000 classes (PAPER.md section 1) and GFLOPs where it gives them.
 PAPER_PARAMS = {"tiny": 28.3e6, "small": 49.7e6, "base": 87.9e6, "large": 196.7e6, "huge": 658e6, "giant": 3.0e9}

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import swinv2
-import swinv2.weights.released
+import swinv2.pretrained.released
 from helpers import diff, randomize
-from swinv2.convert import to_official
 from swinv2.layers.linear import use_onednn
-from swinv2.weights.fetch import WeightsNotFound
-from swinv2.weights.tags import TAGS, find_tag
+from swinv2.pretrained.fetch import WeightsNotFound
+from swinv2.pretrained.tags import TAGS, find_tag
+from swinv2.weights.convert import to_official
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -199,7 +199,7 @@ def test_the_catalogue_and_predict_by_name(offline, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     names = [part.rsplit(" ", 1)[0] for part in out.stdout.split(": ", 1)[1].strip().split(", ")]
-    imagenet = swinv2.weights.released.imagenet_class_names(1000)
+    imagenet = swinv2.pretrained.released.imagenet_class_names(1000)
     assert len(names) == 3 and all(name in imagenet for name in names), names
     missing = swinv2_cli("predict", "--model", "swinv2_small_window8_256.ms_in1k", "--pretrained", str(picture))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "hf download" in missing.stderr

@@ -37,16 +37,17 @@ from faults import (
 )
 from helpers import needs_fmnist
 from swinv2 import create_model
-from swinv2.checkpoint import check_compatible, load_state_dict_into, read_checkpoint
 from swinv2.cli import build_parser, main
-from swinv2.cli_flags import TRAIN_FLAGS, resume_recipe
-from swinv2.data.datasets import ReadableCollate, read_image
+from swinv2.cli.common import TRAIN_FLAGS, resume_recipe
+from swinv2.data.datasets import ReadableCollate
+from swinv2.data.decode import read_image
 from swinv2.errors import NonFiniteLossError
 from swinv2.train import TrainRecipe, fit
 from swinv2.train.checkpoints import CorruptCheckpoint, checkpoints, sha256_file, verify
 from swinv2.train.distributed import Distributed
 from swinv2.train.loop import Trainer
 from swinv2.train.state import read_metrics
+from swinv2.weights.checkpoint import check_compatible, load_state_dict_into, read_checkpoint
 
 TINY = {"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "cpb_hidden": 32}
 
@@ -248,7 +249,7 @@ def test_wrong_shapes_and_dtypes_are_refused_before_anything_is_copied():
 
 def test_broken_safetensors_is_a_clear_error(tmp_path):
     path = tmp_path / "w.safetensors"
-    from swinv2.checkpoint import save_weights
+    from swinv2.weights.checkpoint import save_weights
 
     save_weights(create_model("swinv2_pico_window7_28"), path)
     data = bytearray(path.read_bytes())

@@ -92,7 +92,7 @@ def test_mask_token_replaces_masked_embeddings_and_learns():
 
 
 def test_without_mask_the_encoder_is_the_plain_model_and_its_weights_hand_over(tmp_path):
-    from swinv2.checkpoint import save_weights
+    from swinv2.weights.checkpoint import save_weights
 
     model = _simmim(norm_target_window=7).eval()
     images = torch.randn(2, 1, 28, 28)
@@ -106,7 +106,7 @@ def test_without_mask_the_encoder_is_the_plain_model_and_its_weights_hand_over(t
 
 
 def test_study_table_reports_both_arms_per_seed_and_the_gain():
-    from swinv2.studies.simmim import FINETUNE, PRETRAIN, table
+    from swinv2.tools.studies.simmim import FINETUNE, PRETRAIN, table
 
     assert FINETUNE.labels_per_class * 10 == 1000 and PRETRAIN.train_limit is None  # all 60,000 images
     text = table(
@@ -130,8 +130,8 @@ def test_study_table_reports_both_arms_per_seed_and_the_gain():
 def test_hugging_face_masked_image_modeling_weights_give_the_same_reconstruction_and_loss():
     pytest.importorskip("transformers")
     from swinv2 import SwinV2Config
-    from swinv2.convert import convert_state_dict
     from swinv2.models import SwinV2
+    from swinv2.weights.convert import convert_state_dict
 
     hf = hf_simmim(32, 4).eval()
     cfg = SwinV2Config(

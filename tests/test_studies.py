@@ -10,7 +10,7 @@ import torch
 
 from helpers import needs_fmnist
 from swinv2 import create_model
-from swinv2.studies import amplitude
+from swinv2.tools.studies import amplitude
 
 
 def test_block_amplitudes_see_every_block_and_identity_blocks_at_init():
@@ -50,7 +50,7 @@ def test_amplitude_study_writes_results_table_and_plot(tmp_path, monkeypatch):
 
 @needs_fmnist
 def test_transfer_study_trains_each_bias_and_evaluates_every_window(tmp_path, monkeypatch):
-    from swinv2.studies import transfer
+    from swinv2.tools.studies import transfer
 
     monkeypatch.setattr(transfer, "QUICK", {"train_limit": 128, "epochs": 1, "val_limit": 64})
     monkeypatch.setattr(transfer, "BASE", (32, 2))
@@ -67,7 +67,7 @@ def test_transfer_study_trains_each_bias_and_evaluates_every_window(tmp_path, mo
     assert "| log_cpb |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "transfer.png").stat().st_size > 10_000
     # each bias's run kept its kind of position bias, and a table model really was resized to 4 x 4 windows
-    from swinv2.infer import load_classifier
+    from swinv2.deploy.infer import load_classifier
 
     table, _ = load_classifier(tmp_path / "table_bicubic", 64, 4)
     assert table.cfg.position_bias == "table"
@@ -76,7 +76,7 @@ def test_transfer_study_trains_each_bias_and_evaluates_every_window(tmp_path, mo
 
 @needs_fmnist
 def test_ablation_study_trains_every_variant_at_every_lr(tmp_path, monkeypatch):
-    from swinv2.studies import ablation
+    from swinv2.tools.studies import ablation
 
     monkeypatch.setattr(ablation, "QUICK", {"train_limit": 128, "epochs": 1, "val_limit": 64})
     monkeypatch.setattr(ablation, "LR_SCALES", (1.0, 1000.0))

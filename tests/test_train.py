@@ -185,7 +185,7 @@ def test_finetune_at_larger_size_and_window_keeps_pretrained_windows(tmp_path):
     tuned = recipe(tmp_path / "ft", epochs=1, pretrained=str(weights), img_size=42, window_size=7, layer_decay=0.8)
     summary = fit(tuned, progress=False)
     assert math.isfinite(summary["final_train_loss"])
-    from swinv2.infer import load_classifier
+    from swinv2.deploy.infer import load_classifier
 
     model, info = load_classifier(tmp_path / "ft" / "run")
     assert model.cfg.pretrained_window_sizes == (7, 4) and model.cfg.img_size == 42
@@ -193,7 +193,7 @@ def test_finetune_at_larger_size_and_window_keeps_pretrained_windows(tmp_path):
 
 
 def test_image_folder_run_stores_its_eval_crop_for_predict(tmp_path):
-    from swinv2.infer import load_classifier, predict_images
+    from swinv2.deploy.infer import load_classifier, predict_images
 
     for split in ("train", "val"):
         for cls, mode in (("cat", "L"), ("dog", "RGBA"), ("eel", "RGB")):
@@ -261,9 +261,9 @@ def _noise_folder(root, per_class: int = 3) -> None:
 def test_eval_prepares_images_with_the_stored_preprocessing(tmp_path):
     """`swinv2 eval --data` scores a model on what it was published to see (its stored mean / std / crop /
     interpolation, not the folder's defaults), from a folder that holds only val/."""
-    from swinv2.data.datasets import read_image
-    from swinv2.deploy.preprocess import Preprocessing
-    from swinv2.infer import evaluate_classifier
+    from swinv2.data.decode import read_image
+    from swinv2.deploy.infer import evaluate_classifier
+    from swinv2.models.preprocess import Preprocessing
     from swinv2.train.loop import TopKScores
 
     _noise_folder(tmp_path / "data")
@@ -298,7 +298,7 @@ def test_limits_on_an_image_folder_keep_every_class(tmp_path):
 @needs_fmnist
 def test_eval_repeats_the_training_runs_own_evaluation(tmp_path):
     """`swinv2 eval` on the run's weights and validation images gives the run's last epoch's numbers."""
-    from swinv2.infer import evaluate_classifier
+    from swinv2.deploy.infer import evaluate_classifier
     from swinv2.train.state import read_metrics
 
     tiny = {"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "cpb_hidden": 32}
@@ -315,7 +315,7 @@ def test_eval_repeats_the_training_runs_own_evaluation(tmp_path):
 
 def test_weights_without_class_names_need_the_models_class_count(tmp_path):
     """Matched by position, a folder missing one class would shift every label: refused by name."""
-    from swinv2.infer import evaluate_classifier
+    from swinv2.deploy.infer import evaluate_classifier
 
     _noise_folder(tmp_path / "data")
     model = randomize(create_model("swinv2_test_window4_32", num_classes=3))

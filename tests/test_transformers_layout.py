@@ -13,8 +13,8 @@ import torch
 
 import swinv2
 from helpers import diff, randomize
-from swinv2.bench import peak_memory
 from swinv2.models import SimMIM
+from swinv2.tools.bench import peak_memory
 
 transformers = pytest.importorskip("transformers")
 SMALL = dict(image_size=64, embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=8, encoder_stride=8)

@@ -12,9 +12,7 @@ from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 from helpers import needs_fmnist, randomize
 from swinv2 import create_model
-from swinv2.checkpoint import read_checkpoint, save_weights
 from swinv2.cli import main
-from swinv2.convert import to_official
 from swinv2.data.moving import MovingFashionMNIST
 from swinv2.layers.window import attention_mask as attention_mask_2d
 from swinv2.layers.window_nd import attention_mask, pad_to_window, window_partition, window_reverse
@@ -24,6 +22,8 @@ from swinv2.video.data import ClipSampling, VideoClipDataset, read_frames, tempo
 from swinv2.video.inflate import inflate
 from swinv2.video.model import VideoSwinV2
 from swinv2.video.registry import create_video_model, get_video_config
+from swinv2.weights.checkpoint import read_checkpoint, save_weights
+from swinv2.weights.convert import to_official
 
 SMALL = {"embed_dim": 16, "num_heads": (1, 2, 2, 4), "depths": (2, 2, 2, 2), "cpb_hidden": 16}
 

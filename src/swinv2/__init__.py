@@ -4,18 +4,18 @@ The model, exact to the paper and interchangeable with the official, timm, Huggi
 checkpoints; see :func:`create_model` and :func:`convert_state_dict`.
 """
 
-from .convert import convert_state_dict, detect_source
+from ._version import __version__
 from .deploy import Preprocessing, from_pretrained, save_pretrained
-from .factory import create_model
 from .models import SwinV2, SwinV2Config
-from .registry import get_config, list_models
-
-__version__ = "0.1.0"
+from .models.registry import get_config, list_models
+from .pretrained.factory import create_model
+from .weights.convert import convert_state_dict, detect_source
 
 __all__ = [
     "Preprocessing",
     "SwinV2",
     "SwinV2Config",
+    "__version__",
     "convert_state_dict",
     "create_model",
     "detect_source",

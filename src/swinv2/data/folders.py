@@ -8,7 +8,7 @@ from functools import partial
 
 from torchvision.datasets import ImageFolder
 
-from .datasets import MarksUnreadable, UnreadableImage, read_image
+from .decode import MarksUnreadable, UnreadableImage, read_image
 
 
 class SkippingImageFolder(MarksUnreadable, ImageFolder):

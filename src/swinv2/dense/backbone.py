@@ -16,11 +16,11 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..checkpoint import LoadReport, load_state_dict_into, read_checkpoint
-from ..convert import convert_state_dict
 from ..models.config import SwinV2Config
+from ..models.registry import get_config
 from ..models.swinv2 import SwinV2
-from ..registry import get_config
+from ..weights.checkpoint import LoadReport, load_state_dict_into, read_checkpoint
+from ..weights.convert import convert_state_dict
 
 log = logging.getLogger("swinv2")
 CLASSIFIER_ONLY = ("norm.", "head.")  # the final norm and head of a classifier: not part of a backbone

@@ -21,7 +21,7 @@ from torchvision import tv_tensors
 from torchvision.datasets import CocoDetection, VisionDataset
 from torchvision.transforms import v2
 
-from ..data.datasets import MarksUnreadable, UnreadableImage, read_image
+from ..data.decode import MarksUnreadable, UnreadableImage, read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 IGNORE_INDEX = 255

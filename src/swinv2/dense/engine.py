@@ -17,8 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import check_compatible, read_checkpoint, save_weights
-from ..data.datasets import UnreadableImage, first_readable, read_image, take_unreadable
+from ..data.datasets import first_readable, take_unreadable
+from ..data.decode import UnreadableImage, read_image
 from ..errors import NonFiniteLossError
 from ..runs import expect_run
 from ..train.checkpoints import latest_valid, load_state, write_checkpoint
@@ -32,7 +32,8 @@ from ..train.loop import (
 )
 from ..train.optim import WarmupCosine, build_optimizer
 from ..train.precision import autocast
-from ..train.state import append_metrics, plot_curves, read_metrics, seed_everything, truncate_metrics, write_json
+from ..train.state import append_metrics, plot_curves, read_metrics, seed_everything, truncate_metrics
+from ..weights.checkpoint import check_compatible, read_checkpoint, save_weights, write_json
 from .recipe import DenseRecipe
 from .tasks import MEAN, STD, DenseTask, make_task
 

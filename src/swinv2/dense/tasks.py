@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..checkpoint import refuse_partial_start
 from ..data.scenes import ensure_scenes
+from ..weights.checkpoint import refuse_partial_start
 from .backbone import create_backbone
 from .data import (
     IGNORE_INDEX,

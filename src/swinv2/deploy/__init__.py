@@ -2,7 +2,7 @@
 ``from_pretrained`` (the Hugging Face Hub layout), export to ONNX / TorchScript / torch.export, and
 model entries for ``timm.create_model``."""
 
+from ..models.preprocess import Preprocessing
 from .hub import from_pretrained, save_pretrained
-from .preprocess import Preprocessing
 
 __all__ = ["Preprocessing", "from_pretrained", "save_pretrained"]

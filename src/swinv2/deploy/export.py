@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import check_writable, make_parent
 from ..models.config import to_pair
-from .hub import description
+from ..models.preprocess import model_preprocessing
+from ..weights.checkpoint import check_writable, make_parent
+from ..weights.saving import description
 
 FORMATS = ("onnx", "torchscript", "export")
 OPSET_MIN = 17  # LayerNormalization; the exporter writes 18 and converts to the asked opset
@@ -76,7 +77,10 @@ def export_model(
     make_parent(output)
     check_writable(output)
     example = _images(model, 2, seed)  # batch 2: tracing at 1 would specialise the batch dimension to 1
-    info = {k: json.dumps(v) for k, v in {**description(model), "dynamic_sizes": dynamic}.items()}
+    info = {
+        k: json.dumps(v)
+        for k, v in {**description(model, model_preprocessing(model)), "dynamic_sizes": dynamic}.items()
+    }
     if fmt == "onnx":
         _export_onnx(model, example, output, opset, info, dynamic)
         run = _onnx_runner(output)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from torch import nn
 
-from ..checkpoint import read_checkpoint, save_weights
+from ..models.preprocess import Preprocessing, model_preprocessing
+from ..pretrained.fetch import HUB_WEIGHTS, hub_extra, hub_files
 from ..runs import expect_run
-from ..weights.fetch import HUB_WEIGHTS, hub_extra, hub_files
+from ..weights.checkpoint import read_checkpoint
+from ..weights.saving import CONFIG, write_pretrained
 from ..weights.transformers_layout import is_transformers_config
-from .preprocess import Preprocessing
 
-CONFIG, WEIGHTS = "config.json", "model.safetensors"
 HUB_PREFIX = "hf://"
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # owner/name
 FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".pt2", ".onnx", ".json")
@@ -37,36 +37,6 @@ def _architectures() -> dict:
     return {"SwinV2": (SwinV2, SwinV2Config), "VideoSwinV2": (VideoSwinV2, VideoSwinV2Config)}
 
 
-def description(model: nn.Module, preprocessing: Preprocessing | None = None, classes=None) -> dict:
-    """What ``config.json`` holds for ``model``."""
-    from .. import __version__
-
-    arch = type(model).__name__
-    if arch not in _architectures():
-        raise ValueError(f"save_pretrained handles {sorted(_architectures())}, not {arch}")
-    prep = preprocessing or model_preprocessing(model)
-    names = list(classes) if classes is not None else getattr(model, "classes", None)
-    if names is not None and len(names) != model.cfg.num_classes:
-        raise ValueError(f"{len(names)} class names for a model with {model.cfg.num_classes} classes")
-    return {
-        "architecture": arch,
-        "config": model.cfg.to_dict(),
-        "preprocessing": prep.to_dict(),
-        "classes": names,
-        "library": "swinv2",
-        "library_version": __version__,
-    }
-
-
-def model_preprocessing(model: nn.Module) -> Preprocessing:
-    """The model's preprocessing: what it was loaded with, else the default for its config."""
-    prep = getattr(model, "preprocessing", None)
-    return prep if prep is not None else Preprocessing.for_model(model.cfg)
-
-
-LAYOUTS = ("swinv2", "transformers")
-
-
 def save_pretrained(
     model: nn.Module,
     directory: str | os.PathLike,
@@ -78,42 +48,9 @@ def save_pretrained(
 
     ``layout="transformers"`` writes what ``transformers.AutoModelForImageClassification.from_pretrained``
     reads instead (a ``Swinv2Config``, its weight names, ``preprocessor_config.json``): a model trained here
-    published for transformers users. Configurations transformers cannot express are refused by name."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    directory = Path(directory)
-    if layout == "transformers":
-        return _save_transformers(model, directory, preprocessing, classes)
-    directory.mkdir(parents=True, exist_ok=True)
-    info = description(model, preprocessing, classes)
-    meta = {
-        "architecture": info["architecture"],
-        "preprocessing": json.dumps(info["preprocessing"]),
-        "classes": json.dumps(info["classes"]),
-    }
-    save_weights(model, directory / WEIGHTS, meta)
-    from ..train.state import write_json
-
-    write_json(directory / CONFIG, info)
-    return directory
-
-
-def _save_transformers(model: nn.Module, directory: Path, preprocessing, classes) -> Path:
-    from ..checkpoint import write_safetensors
-    from ..convert.to_hf import to_hf
-    from ..train.state import write_json
-    from ..weights.transformers_layout import image_processor_config, to_transformers_config
-
-    if type(model).__name__ != "SwinV2":
-        raise ValueError(f"the transformers layout holds image SwinV2 models, not {type(model).__name__}")
-    config = to_transformers_config(model, classes)  # refuses first: nothing is written for such a model
-    directory.mkdir(parents=True, exist_ok=True)
-    write_safetensors(to_hf(model.state_dict(), head=model.cfg.num_classes > 0), directory / WEIGHTS, {"format": "pt"})
-    write_json(directory / CONFIG, config)
-    write_json(
-        directory / "preprocessor_config.json", image_processor_config(preprocessing or model_preprocessing(model))
-    )
-    return directory
+    published for transformers users. Configurations transformers cannot express are refused by name.
+    ``preprocessing`` defaults to the model's own (what it was loaded with, else its config's)."""
+    return write_pretrained(model, directory, preprocessing or model_preprocessing(model), classes, layout)
 
 
 def from_pretrained(
@@ -143,7 +80,7 @@ def from_pretrained(
     model = build_checked(lambda: model_class(cfg), weights, f"{config or weights}")
     if tensors is None:
         tensors, _ = read_checkpoint(weights)
-    from ..checkpoint import load_state_dict_into
+    from ..weights.checkpoint import load_state_dict_into
 
     load_state_dict_into(model, tensors, strict=True)
     prep = info.get("preprocessing")
@@ -158,7 +95,7 @@ def build_checked(make, weights: Path, what: str, convert=None, part: str = "") 
     the weights is refused before anything the config sizes is allocated."""
     import torch
 
-    from ..checkpoint import check_shapes, checkpoint_skeleton
+    from ..weights.checkpoint import check_shapes, checkpoint_skeleton
 
     with torch.device("meta"):
         skeleton = make()
@@ -172,9 +109,9 @@ def build_checked(make, weights: Path, what: str, convert=None, part: str = "") 
 
 def _from_transformers(weights: Path, config: Path, info: dict) -> nn.Module:
     """A transformers Swinv2 repository: its classifier, bare encoder or masked-image model."""
-    from ..convert import convert_state_dict
     from ..models import SimMIM, SwinV2, SwinV2Config
-    from ..weights.released import id2label_names
+    from ..pretrained.released import id2label_names
+    from ..weights.convert import convert_state_dict
     from ..weights.transformers_layout import config_fields, kind_of
 
     cfg = SwinV2Config(**config_fields(info))
@@ -194,7 +131,7 @@ def _from_transformers(weights: Path, config: Path, info: dict) -> nn.Module:
         model.encoder.preprocessing = _transformers_preprocessing(config, model.encoder)
         return model.eval()
     model = build_checked(lambda: SwinV2(cfg), weights, what, convert)
-    from ..checkpoint import load_state_dict_into
+    from ..weights.checkpoint import load_state_dict_into
 
     tensors, _ = read_checkpoint(weights)
     load_state_dict_into(model, convert(tensors), strict=True)

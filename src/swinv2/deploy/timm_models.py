@@ -23,7 +23,7 @@ PREP_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mod
 
 def _entry(name: str) -> Callable[..., nn.Module]:
     def create(pretrained: bool = False, pretrained_cfg_overlay: dict | None = None, **kwargs) -> nn.Module:
-        from ..factory import create_model
+        from ..pretrained.factory import create_model
 
         tag = _tag(kwargs.get("pretrained_cfg"))  # timm passes name.tag's tag (or a cfg)
 
@@ -130,7 +130,7 @@ def _pair(value) -> tuple:
 def _apply_overlay(name: str, model: nn.Module, overlay: dict) -> None:
     """The overlay's preprocessing keys replace the model's (the file's, or the default for its channels):
     they are how a user states the statistics of weights adapted to other input channels."""
-    from ..deploy.hub import model_preprocessing
+    from ..models.preprocess import model_preprocessing
 
     changes = {k: overlay[k] for k in PREP_KEYS if k in overlay}
     if not changes:
@@ -160,10 +160,10 @@ def pretrained_cfgs() -> dict:
     weights, for the models that have none. Any input size runs, so none is fixed."""
     from timm.models import generate_default_cfgs
 
-    from ..deploy.preprocess import Preprocessing
     from ..models.config import to_pair
-    from ..registry import get_config, list_models
-    from ..weights.tags import TAGS
+    from ..models.preprocess import Preprocessing
+    from ..models.registry import get_config, list_models
+    from ..pretrained.tags import TAGS
 
     cfgs = {}
     for name in list_models():
@@ -201,8 +201,8 @@ def register() -> list[str]:
     from timm.models import is_model, register_model
 
     from ..layers import PatchEmbed
+    from ..models.registry import list_models
     from ..models.swinv2 import ClassifierHead, SwinV2Stage
-    from ..registry import list_models
 
     for module in (PatchEmbed, SwinV2Stage, ClassifierHead):
         register_notrace_module(module)

@@ -36,6 +36,7 @@ from ..layers import (
 )
 from ..layers import symbolic_windows as symbolic
 from .config import SwinV2Config, to_pair
+from .preprocess import model_preprocessing
 
 Window = tuple[int, int]
 
@@ -250,21 +251,19 @@ class SwinV2Base(nn.Module):
     # descriptions stay Python-side
     __jit_ignored_attributes__ = ("cfg", "preprocessing", "_pretrained_windows")
     __jit_unused_properties__ = ("pretrained_cfg", "default_cfg", "num_classes", "head_hidden_size", "feature_info")
-    preprocessing = None  # a swinv2.deploy.Preprocessing once loaded by from_pretrained (else the default)
+    preprocessing = None  # a swinv2.Preprocessing once loaded by from_pretrained (else the default)
     classes: list[str] | None = None  # class names, when the weights came with them
 
     def save_pretrained(self, directory, preprocessing=None, classes=None, layout: str = "swinv2"):
         """``config.json`` + ``model.safetensors`` in ``directory``, this project's layout or transformers'
-        (see :func:`swinv2.deploy.save_pretrained`)."""
-        from ..deploy.hub import save_pretrained
+        (see :func:`swinv2.save_pretrained`)."""
+        from ..weights.saving import write_pretrained
 
-        return save_pretrained(self, directory, preprocessing, classes, layout)
+        return write_pretrained(self, directory, preprocessing or model_preprocessing(self), classes, layout)
 
     @property
     def pretrained_cfg(self) -> dict:
         """timm's description of the weights: preprocessing, class count, first conv and classifier."""
-        from ..deploy.hub import model_preprocessing
-
         prep = model_preprocessing(self).to_dict()
         extra = {"num_classes": self.cfg.num_classes, "first_conv": "patch_embed.proj", "classifier": "head.fc"}
         extra["pool_size"] = self._final_map(prep["input_size"][1:])

@@ -41,8 +41,8 @@ import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from ..checkpoint import check_compatible
 from ..data.datasets import ReadableCollate, first_readable
+from ..weights.checkpoint import check_compatible
 from .checkpoints import (
     CorruptCheckpoint,
     checkpoint_name,

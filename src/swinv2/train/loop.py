@@ -17,28 +17,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import check_compatible, refuse_partial_start, save_weights
 from ..data import ClassificationData, batch_mixer, build_classification_data
 from ..data.datasets import first_readable, take_unreadable
-from ..deploy.preprocess import Preprocessing
 from ..errors import NonFiniteLossError, RankLostError
-from ..factory import create_model
 from ..models.config import to_pair
-from ..registry import get_config
+from ..models.preprocess import Preprocessing
+from ..models.registry import get_config
+from ..pretrained.factory import create_model
+from ..weights.checkpoint import check_compatible, refuse_partial_start, save_weights, write_json
 from .checkpoints import LEGACY_DCP, LEGACY_PT, checkpoints
 from .distributed import Distributed
 from .optim import WarmupCosine
 from .precision import autocast, resolve_amp
 from .recipe import TrainRecipe
-from .state import (
-    append_metrics,
-    plot_curves,
-    read_metrics,
-    rng_state,
-    seed_everything,
-    truncate_metrics,
-    write_json,
-)
+from .state import append_metrics, plot_curves, read_metrics, rng_state, seed_everything, truncate_metrics
 
 log = logging.getLogger("swinv2")
 

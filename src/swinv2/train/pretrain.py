@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import save_weights
 from ..models.config import to_pair
 from ..models.simmim import MaskGenerator, SimMIM
+from ..weights.checkpoint import save_weights, write_json
 from .distributed import Distributed
 from .loop import Trainer, build_model, fit
 from .precision import autocast
 from .recipe import TrainRecipe
-from .state import read_metrics, write_json
+from .state import read_metrics
 
 GRID = "reconstructions.png"
 MIN_SHOWN = 96  # pixels: the picture enlarges smaller images to at least this
@@ -79,8 +79,8 @@ class PretrainTrainer(Trainer):
 
     def _load_simmim_parts(self, model: SimMIM) -> None:
         """Continue from a SimMIM file (official, Hugging Face, this project's): its mask token and decoder."""
-        from ..checkpoint import read_checkpoint
-        from ..convert import convert_state_dict
+        from ..weights.checkpoint import read_checkpoint
+        from ..weights.convert import convert_state_dict
 
         converted = convert_state_dict(read_checkpoint(self.recipe.pretrained)[0])
         parts = {k: v for k, v in converted.items() if k == "mask_token" or k.startswith("decoder.")}

@@ -55,7 +55,7 @@ class RecipeFile:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from .state import write_json  # atomic: a crash never leaves half a recipe behind
+        from ..weights.checkpoint import write_json  # atomic: a crash never leaves half a recipe behind
 
         write_json(Path(path), self.to_dict())
 

@@ -70,16 +70,6 @@ def truncate_metrics(run_dir: Path, epochs: int) -> None:
     os.replace(tmp, path)
 
 
-def write_json(path: Path, obj: dict) -> None:
-    """Atomically: temp file, fsync, rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def plot_curves(run_dir: Path, metrics: tuple[str, ...] = ("top1", "top5")) -> Path | None:
     """``curves.png``: train loss and the evaluation ``metrics`` (percent) per epoch."""
     rows = read_metrics(run_dir)

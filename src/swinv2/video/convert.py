@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from ..convert.common import StateDict, drop_buffers, rename, split_qkv_bias, unwrap
-from ..convert.torchvision import MLP_AND_HEAD
+from ..weights.convert.common import StateDict, drop_buffers, rename, split_qkv_bias, unwrap
+from ..weights.convert.torchvision import MLP_AND_HEAD
 
 # The switches that make a VideoSwinV2 the network torchvision's swin3d_* builds.
 TORCHVISION_V1 = {

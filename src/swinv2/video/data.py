@@ -17,14 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..data.datasets import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ClassificationData,
-    MarksUnreadable,
-    UnreadableImage,
-    read_image,
-)
+from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, ClassificationData
+from ..data.decode import MarksUnreadable, UnreadableImage, read_image
 from ..data.moving import DIRECTIONS, MovingFashionMNIST
 from ..data.moving import MEAN as MOVING_MEAN
 from ..data.moving import STD as MOVING_STD

@@ -20,10 +20,10 @@ import os
 
 import torch
 
-from ..checkpoint import LoadReport, load_state_dict_into
 from ..layers.position import resize_position_table
 from ..models.config import to_pair
 from ..models.swinv2 import SwinV2
+from ..weights.checkpoint import LoadReport, load_state_dict_into
 from .config import VideoSwinV2Config
 from .model import VideoSwinV2
 
@@ -112,7 +112,7 @@ def inflate(
     if not isinstance(image, SwinV2):
         if image_name is None:
             raise ValueError("inflating from a file needs image_name, the registered image model it holds")
-        from ..factory import create_model
+        from ..pretrained.factory import create_model
 
         image = create_model(image_name, pretrained=image, strict=strict)
     video = VideoSwinV2(video_config_from_image(image, **video_overrides))

@@ -10,7 +10,7 @@ import difflib
 import json
 import os
 
-from ..registry import SIZES
+from ..models.registry import SIZES
 from .config import VideoSwinV2Config
 from .model import VideoSwinV2
 
@@ -69,8 +69,8 @@ def create_video_model(
     (its config travels with it), which is inflated into ``name``'s clip size, patch and window."""
     if pretrained is None:
         return VideoSwinV2(get_video_config(name, **overrides))
-    from ..checkpoint import load_state_dict_into, read_checkpoint
-    from ..convert.common import unwrap
+    from ..weights.checkpoint import load_state_dict_into, read_checkpoint
+    from ..weights.convert.common import unwrap
 
     tensors, meta = read_checkpoint(pretrained)
     tensors = unwrap(tensors)  # {"model": ...} and the like, as training scripts save them
@@ -103,8 +103,8 @@ def create_video_model(
 def refuse_partial_load(model: VideoSwinV2, pretrained: str | os.PathLike) -> VideoSwinV2:
     """``model`` if every weight of ``pretrained`` found its place (a head re-created for another class
     count, resized tables and adapted input channels are fine); else the ``ValueError`` of
-    :func:`~swinv2.checkpoint.refuse_partial_start`, as for image runs."""
-    from ..checkpoint import refuse_partial_start
+    :func:`~swinv2.weights.checkpoint.refuse_partial_start`, as for image runs."""
+    from ..weights.checkpoint import refuse_partial_start
 
     where = f"video model (patch {model.cfg.patch_size}, window {model.cfg.window_size})"
     refuse_partial_start(model.load_report, pretrained, where)

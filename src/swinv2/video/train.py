@@ -16,7 +16,7 @@ from ..data.moving import DIRECTIONS
 from ..train.loop import TopKScores, Trainer, model_overrides
 from ..train.precision import autocast
 from ..train.recipe import TrainRecipe
-from ..train.state import write_json
+from ..weights.checkpoint import write_json
 from .data import ClipSampling, VideoClipDataset, moving_fashion_mnist_data, moving_fashion_mnist_val
 from .registry import create_video_model, get_video_config
 

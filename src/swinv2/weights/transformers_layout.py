@@ -77,7 +77,7 @@ def config_fields(config: dict) -> dict:
 def to_transformers_config(model: nn.Module, classes: list[str] | None = None) -> dict:
     """A ``Swinv2Config`` dict for ``model`` (``Swinv2ForImageClassification``, or ``Swinv2Model`` without
     a head); configurations transformers cannot express are refused by name."""
-    from .. import __version__
+    from .._version import __version__
 
     cfg = model.cfg
     unsupported = {

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..pretrained.factory import create_model
 from .bench import _timm, peak_memory, randomize_parameters
-from .factory import create_model
 
 SAVERS: dict[str, dict] = {
     "plain": {"checkpointing": False, "sequential": False},

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from .models import SwinV2
-from .models.config import to_pair
-from .runs import expect_run
+from ..models import SwinV2
+from ..models.config import to_pair
+from ..runs import expect_run
 
 
 def load_classifier(
@@ -20,7 +20,7 @@ def load_classifier(
     Returns the model (eval mode) and what came with the weights: ``classes``, ``mean``, ``std``,
     ``crop_pct`` and the whole ``preprocessing``.
     """
-    from .deploy import from_pretrained
+    from . import from_pretrained
 
     expect_run(path, ("classify",), "`swinv2 eval` / `predict`")
     model = from_pretrained(path)
@@ -36,7 +36,7 @@ def load_classifier(
 
 def _at_size(model: SwinV2, img_size: int | None, window_size: int | None) -> tuple[SwinV2, dict]:
     """``model`` (eval mode) at another size / window, and what came with its weights."""
-    from .deploy.hub import model_preprocessing
+    from ..models.preprocess import model_preprocessing
 
     if img_size is not None or window_size is not None:
         # trained windows stay the CPB's; the stored preprocessing follows the new size
@@ -52,7 +52,7 @@ def released_classifier(
     name: str, source: str = "auto", img_size: int | None = None, window_size: int | None = None
 ) -> tuple[SwinV2, dict]:
     """The released weights ``name`` (``model.tag``) as :func:`load_classifier` returns a run's."""
-    from .factory import create_model
+    from ..pretrained.factory import create_model
 
     return _at_size(create_model(name, pretrained=True, source=source), img_size, window_size)
 
@@ -87,10 +87,10 @@ def evaluate_classifier(
     normalised with the stored statistics, as training evaluated them. Only the validation split is read."""
     from torch.utils.data import DataLoader
 
-    from .data.datasets import ReadableCollate, take_unreadable
-    from .runs import run_recipe
-    from .train.loop import evaluate, resolve_device
-    from .train.precision import resolve_amp
+    from ..data.datasets import ReadableCollate, take_unreadable
+    from ..runs import run_recipe
+    from ..train.loop import evaluate, resolve_device
+    from ..train.precision import resolve_amp
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
@@ -115,7 +115,7 @@ def evaluate_classifier(
 def run_data(path: str | Path) -> str | None:
     """The image folder a run (``path`` is its folder or weights) trained on, if it still exists; None
     (Fashion-MNIST) otherwise."""
-    from .runs import run_recipe
+    from ..runs import run_recipe
 
     data = (run_recipe(path) or {}).get("data")
     return data if isinstance(data, str) and Path(data).is_dir() else None
@@ -124,7 +124,7 @@ def run_data(path: str | Path) -> str | None:
 def validation_split(data: str | None, model: SwinV2, prep, limit: int | None):
     """``(dataset, class names, batch transform)``: Fashion-MNIST's test set as raw uint8 batches normalised
     on the device, or ``data/val`` read through ``prep``'s transform."""
-    from .data import (
+    from ..data import (
         FASHION_MNIST_CLASSES,
         BatchAugment,
         TensorImageDataset,
@@ -180,8 +180,8 @@ def _in_model_classes(val, names: list[str], model: SwinV2):
 @torch.no_grad()
 def predict_images(model: SwinV2, info: dict, paths: list[str], topk: int = 5) -> list[list[tuple[str, float]]]:
     """Top-k (class name, probability) for each image file."""
-    from .data.datasets import read_image
-    from .deploy.hub import model_preprocessing
+    from ..data.decode import read_image
+    from ..models.preprocess import model_preprocessing
 
     cfg = model.cfg
     classes = info.get("classes") or [str(i) for i in range(cfg.num_classes)]
@@ -201,9 +201,9 @@ def predict_onnx(path: str | Path, paths: list[str], topk: int = 5) -> list[list
     with the preprocessing and class names stored in the file."""
     import numpy as np
 
-    from .data.datasets import read_image
-    from .deploy.export import onnx_metadata, onnx_session
-    from .deploy.preprocess import Preprocessing
+    from ..data.decode import read_image
+    from ..models.preprocess import Preprocessing
+    from .export import onnx_metadata, onnx_session
 
     meta = onnx_metadata(path)
     if "preprocessing" not in meta:

@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..train import TrainRecipe, fit
+from ...train import TrainRecipe, fit
 from . import write_results
 
 MODEL = "swinv2_pico_window7_28"

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..layers.position import resize_position_table
 from .convert import convert_state_dict
-from .layers.position import resize_position_table
 
 log = logging.getLogger("swinv2")
 PRETRAINING_ONLY = ("mask_token", "decoder.")
@@ -157,6 +157,16 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
     tmp = path.with_name(path.name + ".tmp")
     check_writable(path)
     save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Atomically: temp file, fsync, rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

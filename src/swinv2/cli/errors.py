@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from .errors import NonFiniteLossError, RankLostError
+from ..errors import NonFiniteLossError, RankLostError
 
 USER_ERRORS = (
     ValueError,

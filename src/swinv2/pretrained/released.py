@@ -43,7 +43,7 @@ def load_released(
     model: nn.Module, fetched: tuple[PretrainedTag, str, Path, Path | None], strict: bool = False
 ) -> nn.Module:
     """Load weights :func:`fetch_released` brought into ``model``, with their preprocessing and classes."""
-    from ..checkpoint import load_converted, read_checkpoint
+    from ..weights.checkpoint import load_converted, read_checkpoint
 
     tag, source, weights, config = fetched
     tensors, _ = read_checkpoint(weights)
@@ -56,8 +56,8 @@ def load_released(
 
 def preprocessing(tag: PretrainedTag, model: nn.Module):
     """The publisher's resize, crop and statistics, at the model's input size."""
-    from ..deploy.preprocess import Preprocessing
     from ..models.config import to_pair
+    from ..models.preprocess import Preprocessing
 
     size = (model.cfg.in_chans, *to_pair(model.cfg.img_size))
     if model.cfg.in_chans != 3:  # weights adapted to other channels: the statistics no longer apply

@@ -40,7 +40,7 @@ class Preprocessing:
     def for_model(cls, cfg, **changes: object) -> Preprocessing:
         """The default for a model config: its size and channels, ImageNet statistics for RGB (timm's
         SwinV2 defaults: bicubic, crop 0.9), 0.5 / 0.5 otherwise."""
-        from ..models.config import to_pair
+        from .config import to_pair
 
         (h, w), c = to_pair(cfg.img_size), cfg.in_chans
         stats = {} if c == 3 else {"mean": (0.5,) * c, "std": (0.5,) * c}
@@ -79,3 +79,9 @@ class Preprocessing:
         return v2.Compose(
             [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
         )
+
+
+def model_preprocessing(model) -> Preprocessing:
+    """The model's preprocessing: what it was loaded with, else the default for its config."""
+    prep = getattr(model, "preprocessing", None)
+    return prep if prep is not None else Preprocessing.for_model(model.cfg)

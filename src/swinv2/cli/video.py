@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .runs import expect_run
+from ..runs import expect_run
 
 NOT_FOR_VIDEO = (
     "crop",
@@ -28,7 +28,7 @@ VIDEO_FLAGS = {
 
 
 def _flags() -> dict:
-    from .cli_flags import TRAIN_FLAGS
+    from .common import TRAIN_FLAGS
 
     flags = {k: v for k, v in TRAIN_FLAGS.items() if k not in NOT_FOR_VIDEO}
     flags["model"] = (str, "video model (default swinv2_video_pico_window4x8_64; see `swinv2 video models`)")
@@ -39,17 +39,17 @@ def _flags() -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import fit
-    from .video.train import VideoRecipe, VideoTrainer
+    from ..train import fit
+    from ..video.train import VideoRecipe, VideoTrainer
 
     if args.resume:
-        from .cli_flags import resume_recipe
+        from .common import resume_recipe
 
         recipe = resume_recipe(VideoRecipe, args, _flags(), "video")
     else:
         given = {k: getattr(args, k) for k in _flags() if getattr(args, k, None) is not None}
         if "window_size" in given:
-            from .video.registry import get_video_config
+            from ..video.registry import get_video_config
 
             given["window_size"] = (
                 get_video_config(given.get("model", VideoRecipe.model)).window_size[0],
@@ -63,10 +63,10 @@ def _train(args: argparse.Namespace) -> int:
 def _load_run(run: str, device: str | None):
     """``(recipe, model on its device in eval mode, class names, normalisation)`` of a video run; the
     normalisation is the run's ``{"mean": ..., "std": ...}``."""
-    from .checkpoint import read_checkpoint
-    from .train.loop import resolve_device
-    from .video.registry import create_video_model
-    from .video.train import VideoRecipe
+    from ..train.loop import resolve_device
+    from ..video.registry import create_video_model
+    from ..video.train import VideoRecipe
+    from ..weights.checkpoint import read_checkpoint
 
     expect_run(run, ("video",), "`swinv2 video eval` / `predict`")
     run_dir = Path(run)
@@ -89,9 +89,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     from torch.utils.data import DataLoader
 
-    from .data.datasets import ReadableCollate, take_unreadable
-    from .train.loop import resolve_device
-    from .video.train import eval_data, evaluate_clips, one_frame
+    from ..data.datasets import ReadableCollate, take_unreadable
+    from ..train.loop import resolve_device
+    from ..video.train import eval_data, evaluate_clips, one_frame
 
     recipe, model, classes, norm = _load_run(args.run, args.device)
     changes = {k: getattr(args, k) for k in ("data", "test_clips", "test_crops", "val_limit")}
@@ -114,7 +114,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import torch
 
-    from .video.data import ClipSampling, read_frames, test_views
+    from ..video.data import ClipSampling, read_frames, test_views
 
     recipe, model, classes, norm = _load_run(args.run, args.device)
     device = next(model.parameters()).device
@@ -139,8 +139,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     import torch
 
-    from .video.model import VideoSwinV2
-    from .video.registry import VIDEO_MODELS
+    from ..video.model import VideoSwinV2
+    from ..video.registry import VIDEO_MODELS
 
     for name, cfg in sorted(VIDEO_MODELS.items()):
         with torch.device("meta"):
@@ -150,11 +150,11 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_video_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     top = sub.add_parser("video", help="video SwinV2: action recognition (Moving Fashion-MNIST by default)")
     actions = top.add_subparsers(dest="action", required=True)
     p = actions.add_parser("train", help="train into a run folder")
-    from .cli_flags import add_run_flags, positive
+    from .common import add_run_flags, positive
 
     add_run_flags(p, _flags())  # the switches and --resume / --no-progress of `swinv2 train`
     p.set_defaults(func=_train)

@@ -11,7 +11,7 @@ import difflib
 import fnmatch
 from dataclasses import dataclass
 
-from .models.config import SwinV2Config
+from .config import SwinV2Config
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models.config import SwinV2Config, to_pair
-from .models.swinv2 import SwinV2
+from .config import SwinV2Config, to_pair
+from .swinv2 import SwinV2
 
 
 def count_params(cfg: SwinV2Config) -> int:

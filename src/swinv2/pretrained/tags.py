@@ -163,7 +163,7 @@ def print_catalogue(pattern: str = "*", as_json: bool = False) -> int:
     """``swinv2 models --pretrained``: each released tag with its sources, size, windows and top-1."""
     import json
 
-    from ..registry import get_config
+    from ..models.registry import get_config
 
     tags = list_pretrained(pattern if "." in pattern or pattern.endswith("*") else pattern + "*")
     if not tags:

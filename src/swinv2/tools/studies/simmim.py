@@ -13,9 +13,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..train import TrainRecipe, fit
-from ..train.pretrain import PretrainRecipe, pretrain
-from ..train.state import write_json
+from ...train import TrainRecipe, fit
+from ...train.pretrain import PretrainRecipe, pretrain
+from ...weights.checkpoint import write_json
 
 MODEL = "swinv2_pico_window7_28"
 # 30 epochs and ratio 0.6 (the SimMIM paper's best ratio): +5.2 points at seed 0, against +3.3 after 10

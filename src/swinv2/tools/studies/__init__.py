@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ..train.state import write_json
+from ...weights.checkpoint import write_json
 
 
 def write_results(out: Path, results: dict, table: str, plot: Callable[[dict, Path], Path], png: str) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .runs import expect_run
+from ..runs import expect_run
 
 COMMON_FLAGS = {
     "model": (str, "registered model whose stages make the backbone (see `swinv2 models`)"),
@@ -64,7 +64,7 @@ def _json_path(text: str) -> str:
 
 
 def _test_flags(task: str) -> dict:
-    from .cli_flags import positive
+    from .common import positive
 
     return {
         "test_size": (positive, TEST_SIZE_HELP[task]),
@@ -73,11 +73,11 @@ def _test_flags(task: str) -> dict:
 
 
 def _recipe_from_args(args: argparse.Namespace):
-    from .dense.recipe import DenseRecipe
+    from ..dense.recipe import DenseRecipe
 
     flags = {**COMMON_FLAGS, **TASK_FLAGS[args.task]}
     if args.resume:
-        from .cli_flags import resume_recipe
+        from .common import resume_recipe
 
         return resume_recipe(DenseRecipe, args, flags, args.task)
     given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
@@ -85,7 +85,7 @@ def _recipe_from_args(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .dense.engine import fit_dense
+    from ..dense.engine import fit_dense
 
     recipe = _recipe_from_args(args)
     fit_dense(recipe, resume=bool(args.resume), progress=not args.no_progress)
@@ -93,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .dense.engine import load_run
+    from ..dense.engine import load_run
 
     expect_run(args.run, (args.task,), f"`swinv2 {args.task} eval`")
     changes = {k: getattr(args, k) for k in ("test_size", "test_window", "data", "val_limit", "device")}
@@ -109,7 +109,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .dense.engine import load_run, predict_files
+    from ..dense.engine import load_run, predict_files
 
     expect_run(args.run, (args.task,), f"`swinv2 {args.task} predict`")
     run = load_run(args.run, test_size=args.test_size, test_window=args.test_window, device=args.device)
@@ -119,7 +119,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _scenes(args: argparse.Namespace) -> int:
-    from .data.scenes import SceneSpec, ensure_scenes
+    from ..data.scenes import SceneSpec, ensure_scenes
 
     spec = SceneSpec(size=args.size, train_scenes=args.train, test_scenes=args.test, seed=args.seed)
     print(ensure_scenes(args.output, spec))
@@ -136,7 +136,7 @@ def _add(p: argparse.ArgumentParser, flags: dict) -> None:
             p.add_argument(name, dest=flag, type=kind, nargs=nargs, help=text)
 
 
-def add_dense_commands(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     for task, text in (("detect", "Mask / Faster R-CNN"), ("segment", "UperNet semantic segmentation")):
         top = sub.add_parser(task, help=f"{text} on a SwinV2 backbone (Fashion-MNIST scenes by default)")
         actions = top.add_subparsers(dest="action", required=True)
@@ -163,7 +163,7 @@ def add_dense_commands(sub) -> None:
         p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
         p.set_defaults(func=_predict, task=task)
 
-    from .cli_flags import positive
+    from .common import positive
 
     p = sub.add_parser("scenes", help="write the Fashion-MNIST scenes dataset (COCO + mask folders)")
     p.add_argument("--output", help="folder (default: in the user cache, where train looks); rebuilt in place")

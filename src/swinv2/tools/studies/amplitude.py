@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.fashion_mnist import MEAN, STD, load_fashion_mnist
-from ..factory import create_model
-from ..models.swinv2 import SwinV2Block
-from ..train import TrainRecipe, fit
+from ...data.fashion_mnist import MEAN, STD, load_fashion_mnist
+from ...models.swinv2 import SwinV2Block
+from ...pretrained.factory import create_model
+from ...train import TrainRecipe, fit
 from . import write_results
 
 MODEL = "swinv2_pico_window7_28"

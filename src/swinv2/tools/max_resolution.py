@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import WindowAttention
+from ..models.swinv2 import SwinV2Block
+from ..pretrained.factory import create_model
+from ..train.precision import autocast, resolve_amp
 from .bench import peak_memory, randomize_parameters
-from .factory import create_model
-from .layers import WindowAttention
-from .models.swinv2 import SwinV2Block
 from .plan import SAVER_SETS  # name: (checkpointing, sequential attention, sequential MLP)
-from .train.precision import autocast, resolve_amp
 
 # Chunks on a GPU are larger than the CPU's automatic ones, which would launch too many small kernels there.
 GPU_CHUNKS = {"sequential_attention": 256, "sequential_mlp": 1 << 18}  # windows, tokens

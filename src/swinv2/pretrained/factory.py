@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from .models.swinv2 import SwinV2
-from .registry import get_config
+from ..models.registry import get_config
+from ..models.swinv2 import SwinV2
 
 
 def create_model(
@@ -41,11 +41,11 @@ def create_model(
     are the memory savers of :meth:`SwinV2.set_grad_checkpointing`, :meth:`SwinV2.set_sequential_attention`
     and :meth:`SwinV2.set_sequential_mlp`.
     """
-    from .weights.tags import find_tag, split_name
+    from .tags import find_tag, split_name
 
     base, tag = split_name(name)
     if pretrained is True or tag is not None:
-        from .weights.released import fetch_released, load_released, released_overrides
+        from .released import fetch_released, load_released, released_overrides
 
         released = find_tag(base, tag)  # before anything is built: an unknown tag or a missing file is named
         fetched = fetch_released(released.name, source, cache_dir, revision) if pretrained is True else None
@@ -55,7 +55,7 @@ def create_model(
     elif pretrained is None or pretrained is False:
         model = SwinV2(get_config(name, **overrides))
     else:
-        from .checkpoint import load_converted, read_checkpoint
+        from ..weights.checkpoint import load_converted, read_checkpoint
 
         tensors, meta = read_checkpoint(pretrained)
         if "config" in meta and "pretrained_window_sizes" not in overrides:
@@ -78,8 +78,8 @@ def _keep_preprocessing(model: SwinV2, meta: dict[str, str]) -> None:
     adapted to other input channels, the default statistics for those with the file's resize and crop)."""
     from dataclasses import replace
 
-    from .deploy.preprocess import Preprocessing
-    from .models.config import to_pair
+    from ..models.config import to_pair
+    from ..models.preprocess import Preprocessing
 
     if "preprocessing" in meta:
         prep = Preprocessing.from_dict(json.loads(meta["preprocessing"]))

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .factory import create_model
-from .models.swinv2 import SwinV2Block
-from .train.recipe import STRATEGIES
+from ..models.swinv2 import SwinV2Block
+from ..pretrained.factory import create_model
+from ..train.recipe import STRATEGIES
 
 SAVER_SETS = {  # name: (activation checkpointing, sequential attention, sequential MLP)
     "none": (False, False, False),

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .convert import convert_state_dict, to_official
-from .factory import create_model
-from .flops import count_gflops
-from .layers.linear import linear_weights, use_onednn
-from .models.config import SwinV2Config
+from ..layers.linear import linear_weights, use_onednn
+from ..models.config import SwinV2Config
+from ..models.flops import count_gflops
+from ..pretrained.factory import create_model
+from ..weights.convert import convert_state_dict, to_official
 
 PEERS = ("timm", "hf", "torchvision")
 COMPILED = "swinv2+compile"  # this project's model under torch.compile: an opt-in contender

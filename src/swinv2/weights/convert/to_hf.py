@@ -1,5 +1,5 @@
 """This project's layout -> Hugging Face transformers' (``Swinv2ForImageClassification``, or ``Swinv2Model``
-without a head): the inverse of :func:`swinv2.convert.hf.from_hf`, for publishing a model to transformers
+without a head): the inverse of :func:`swinv2.weights.convert.hf.from_hf`, for publishing a model to transformers
 users."""
 
 from __future__ import annotations

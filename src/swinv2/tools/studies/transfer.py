@@ -14,8 +14,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..infer import evaluate_classifier
-from ..train import TrainRecipe, fit
+from ...deploy.infer import evaluate_classifier
+from ...train import TrainRecipe, fit
 from . import write_results
 
 MODEL = "swinv2_pico_window7_28"

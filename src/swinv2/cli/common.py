@@ -125,8 +125,8 @@ def add_run_flags(p: argparse.ArgumentParser, flags: dict) -> None:
 
 def train_recipe(args: argparse.Namespace, pretraining: bool = False):
     """The recipe of ``swinv2 train`` / ``pretrain``: from the flags given, or the resumed run's with them."""
-    from .train import TrainRecipe
-    from .train.pretrain import PretrainRecipe
+    from ..train import TrainRecipe
+    from ..train.pretrain import PretrainRecipe
 
     cls, flags = (PretrainRecipe, {**TRAIN_FLAGS, **PRETRAIN_FLAGS}) if pretraining else (TrainRecipe, TRAIN_FLAGS)
     if args.resume:
@@ -140,7 +140,7 @@ def resume_recipe(cls, args: argparse.Namespace, flags: dict, kind: str):
     resume cannot change."""
     import dataclasses
 
-    from .runs import KINDS, expect_run
+    from ..runs import KINDS, expect_run
 
     expect_run(args.resume, (kind,), f"`{KINDS[kind][1]} --resume`", action="resume")
     recipe = cls.load(Path(args.resume) / "config.json")
