@@ -1,8 +1,10 @@
 """Worker of tests/test_distributed.py, started by torchrun: several short ``fit`` calls in one launch.
 
 ``python -m torch.distributed.run --nproc_per_node 2 tests/distributed_runs.py PLAN.json``; the plan is a
-list of ``{"kind": "fit" | "resume" | "pretrain" | "video", "recipe": {...}, "stop_after": n}`` or
-``{"kind": "cli", "args": [...]}`` (``swinv2 ...`` through :func:`swinv2.cli.main`). One process group serves
+list of ``{"kind": "fit" | "resume" | "pretrain" | "video", "recipe": {...}, "stop_after": n}``,
+``{"kind": "cli", "args": [...]}`` (``swinv2 ...`` through :func:`swinv2.cli.main`) or
+``{"kind": "branch", "source": ..., "checkpoint": ..., "target": ...}`` (a copy of a run cut at one of
+its checkpoints, see ``helpers.branch_run``). One process group serves
 every run (``fit`` uses a group it finds), so torch is imported once per rank, not once per run.
 """
 
@@ -27,6 +29,12 @@ def run(step: dict) -> None:
 
         if main(step["args"]) != 0:
             raise RuntimeError(f"swinv2 {step['args']} failed")
+    elif kind == "branch":
+        if dist.get_rank() == 0:
+            from helpers import branch_run
+
+            branch_run(Path(step["source"]), step["checkpoint"], Path(step["target"]))
+        dist.barrier()
     elif kind == "resume":
         saved = TrainRecipe.load(Path(recipe["output"]) / "config.json")
         fit(dataclasses.replace(saved, **recipe), resume=True, progress=False)

@@ -2,6 +2,7 @@
 ``tests/test_reliability.py``, injected many more times, with every outcome counted.
 
     python tests/fault_campaign.py --output runs/faults [--kill-chains 20] [--rank-faults 3]
+        [--mid-epoch-chains 6] [--sections kills,mid_epoch_kills,...]
 
 Writes ``results.json`` and ``results.md`` (the table) in the output folder; takes about 13 minutes on
 2 cores. Every training process runs on one thread so that resumed runs can be compared bit for bit.
@@ -27,7 +28,10 @@ import torch
 from faults import (
     DAMAGES,
     DIST_FLAGS,
+    PYTHON_M,
     SAVE_POINTS,
+    TORCHRUN_M,
+    TRAIN_FLAGS,
     CreatesFile,
     RunsShell,
     broken_image_folder,
@@ -38,7 +42,9 @@ from faults import (
     malicious_checkpoint,
     restart_command,
     run,
+    same_run,
     same_weights,
+    timed_run,
     torchrun,
     train_command,
     train_with_kills,
@@ -47,6 +53,17 @@ from faults import (
 from test_reliability import InfGrad, NanLoss, recipe
 
 torch.set_num_threads(1)
+
+# Runs that checkpoint every 2 optimiser steps, killed anywhere: (command, flags, launcher) per task.
+STEPS = ["--checkpoint-every", "2"]
+SHORT = ["--train-limit", "256", "--val-limit", "64", "--epochs", "2", "--batch-size", "32", *STEPS]
+MID_EPOCH_TASKS = {
+    "classification": (("train",), [*TRAIN_FLAGS, *STEPS], PYTHON_M),
+    "classification, 2 loader workers": (("train",), [*TRAIN_FLAGS, *STEPS, "--workers", "2"], PYTHON_M),
+    "classification, ddp on 2 ranks": (("train",), [*TRAIN_FLAGS, *STEPS, "--strategy", "ddp"], TORCHRUN_M),
+    "SimMIM": (("pretrain",), SHORT, PYTHON_M),
+    "video": (("video", "train"), [*SHORT[:-4], "--batch-size", "8", *STEPS], PYTHON_M),
+}
 
 
 def same_result(run_dir: Path, ref: Path) -> bool:
@@ -83,6 +100,25 @@ class Campaign:
         where = ", ".join(f"{k}: {v}" for k, v in sorted(phases.items()))
         self.record("kill -9 of `swinv2 train` at a random moment, then `--resume`", landed, outcome,
                     f"({chains} runs; kills landed in {where})")  # fmt: skip
+
+    def mid_epoch_kills(self, chains: int) -> None:
+        """kill -9 (the whole process group) at random moments of runs that checkpoint every 2 steps."""
+        for task, (command, flags, launcher) in MID_EPOCH_TASKS.items():
+            ref = self.root / f"mid_ref_{task.split(',')[0]}_{len(self.rows)}"
+            # kills from just before the first checkpoint (start-up is most of a short run's life) to the end
+            first_save, span = timed_run(train_command(ref, flags, command, launcher), "checkpoint-*", ref)
+            outcome, landed, newest = Counter(), 0, Counter()
+            for seed in range(chains):
+                out = ref.with_name(f"{ref.name}_kill_{seed}")
+                moments = kill_schedule(100 + seed, 1 + seed % 3, span, 0.8 * first_save)
+                result = train_with_kills(out, moments, flags, command, launcher)
+                landed += result["kills"]
+                for files in result["on_disk"]:
+                    newest[_newest(files)] += 1
+                outcome["identical to the uninterrupted run" if same_run(out, ref) else "DIFFERENT"] += 1
+            where = ", ".join(f"{k}: {v}" for k, v in sorted(newest.items()))
+            fault = f"kill -9 at a random moment of a run checkpointing every 2 steps ({task}), then `--resume`"
+            self.record(fault, landed, outcome, f"({chains} runs; newest checkpoint at the kill: {where})")
 
     def save_deaths(self) -> None:
         ref = self.root / "kill_ref"
@@ -269,6 +305,17 @@ class Campaign:
         print("\n".join(lines))
 
 
+def _newest(files: list[str]) -> str:
+    """Where the newest checkpoint in ``files`` stands: none yet, an epoch's end, or inside an epoch."""
+    from swinv2.train.checkpoints import checkpoint_position
+
+    found = [checkpoint_position(Path(f)) for f in files if f.endswith((".pt", ".dcp"))]
+    if not found:
+        return "none"
+    epoch, step = max(found)
+    return f"inside epoch {epoch + 1}" if step else f"end of epoch {epoch}"
+
+
 def _cli_error(code: int) -> None:
     if code != 0:
         raise ValueError(f"exit {code}")
@@ -288,25 +335,42 @@ class _captured_warnings:
         logging.getLogger("swinv2").removeHandler(self.handler)
 
 
+SECTIONS = (
+    "kills", "mid_epoch_kills", "save_deaths", "damaged_checkpoints", "all_damaged", "pickles", "broken_data",
+    "nonfinite", "ranks",
+)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True)
     parser.add_argument("--kill-chains", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5, help="damaged checkpoints, NaN / Inf positions")
     parser.add_argument("--rank-faults", type=int, default=3)
+    parser.add_argument("--mid-epoch-chains", type=int, default=6, help="killed runs per task, mid-epoch kills")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ", ".join(SECTIONS)
+    )
     args = parser.parse_args()
     root = Path(args.output)
     root.mkdir(parents=True, exist_ok=False)
     start = time.monotonic()
     campaign = Campaign(root)
-    campaign.kills(args.kill_chains)
-    campaign.save_deaths()
-    campaign.damaged_checkpoints(args.repeats)
-    campaign.all_damaged(args.repeats)
-    campaign.pickles()
-    campaign.broken_data()
-    campaign.nonfinite(args.repeats)
-    campaign.ranks(args.rank_faults)
+    calls = {
+        "kills": lambda: campaign.kills(args.kill_chains),
+        "mid_epoch_kills": lambda: campaign.mid_epoch_kills(args.mid_epoch_chains),
+        "save_deaths": campaign.save_deaths,
+        "damaged_checkpoints": lambda: campaign.damaged_checkpoints(args.repeats),
+        "all_damaged": lambda: campaign.all_damaged(args.repeats),
+        "pickles": campaign.pickles,
+        "broken_data": campaign.broken_data,
+        "nonfinite": lambda: campaign.nonfinite(args.repeats),
+        "ranks": lambda: campaign.ranks(args.rank_faults),
+    }
+    for section in args.sections.split(","):
+        if section not in calls:
+            parser.error(f"--sections: unknown section {section!r}; expected some of {', '.join(SECTIONS)}")
+        calls[section]()
     campaign.write(time.monotonic() - start)
 
 

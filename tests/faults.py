@@ -26,54 +26,113 @@ TRAIN_FLAGS = ["--train-limit", "768", "--val-limit", "256", "--epochs", "3", "-
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def train_command(output: Path, flags: list[str] = TRAIN_FLAGS) -> list[str]:
-    return [sys.executable, "-m", "swinv2", "train", *flags, "--output", str(output), "--no-progress"]
+PYTHON_M = (sys.executable, "-m")  # how a command starts: one process, or two ranks under torchrun
+TORCHRUN_M = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m")
 
 
-def restart_command(output: Path, flags: list[str] = TRAIN_FLAGS) -> list[str]:
+def train_command(
+    output: Path, flags: list[str] = TRAIN_FLAGS, command: tuple[str, ...] = ("train",), launcher=PYTHON_M
+) -> list[str]:
+    """``swinv2 <command>`` (train, pretrain, video train) with ``flags`` into ``output``."""
+    return [*launcher, "swinv2", *command, *flags, "--output", str(output), "--no-progress"]
+
+
+def restart_command(
+    output: Path, flags: list[str] = TRAIN_FLAGS, command: tuple[str, ...] = ("train",), launcher=PYTHON_M
+) -> list[str]:
     """``--resume`` once the run folder holds its recipe; before that, the first command again."""
     if (output / "config.json").is_file():
-        return [sys.executable, "-m", "swinv2", "train", "--resume", str(output), "--no-progress"]
-    return train_command(output, flags)
+        return [*launcher, "swinv2", *command, "--resume", str(output), "--no-progress"]
+    return train_command(output, flags, command, launcher)
 
 
 def run(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
-def run_killed(command: list[str], after: float) -> bool:
-    """Start ``command`` and SIGKILL it ``after`` seconds later; False when it finished first."""
-    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def run_killed(command: list[str], after: float | None = None, until=None) -> bool:
+    """Start ``command`` and SIGKILL its whole process group (torchrun's agent and ranks at once, as a
+    lost node would) ``after`` seconds later, or once ``until()`` holds; False when it finished first."""
+    proc = subprocess.Popen(
+        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
-        proc.wait(timeout=after)
+        if until is None:
+            proc.wait(timeout=after)
+            return False
+        while proc.poll() is None:
+            if until():
+                raise subprocess.TimeoutExpired(command, 0)
+            time.sleep(0.01)
         return False
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         return True
 
 
-def train_with_kills(output: Path, kill_times: list[float], flags: list[str] = TRAIN_FLAGS) -> dict:
+def train_with_kills(
+    output: Path,
+    kill_times: list[float],
+    flags: list[str] = TRAIN_FLAGS,
+    command: tuple[str, ...] = ("train",),
+    launcher=PYTHON_M,
+) -> dict:
     """Kill the run at each of ``kill_times`` (seconds after each (re)start), then let it finish.
 
     Returns the summary, the kills that landed and the checkpoint files on disk right after each kill.
     """
     landed, seen = 0, []
     for after in kill_times:
-        if run_killed(restart_command(output, flags), after):
+        if run_killed(restart_command(output, flags, command, launcher), after):
             landed += 1
             seen.append(sorted(p.name for p in output.glob("checkpoint-*")) if output.is_dir() else [])
-    done = run(restart_command(output, flags))
+    done = run(restart_command(output, flags, command, launcher))
     if done.returncode != 0:
         raise RuntimeError(f"the final resume failed:\n{done.stdout}\n{done.stderr}")
     summary = json.loads((output / "summary.json").read_text())
     return {"summary": summary, "kills": landed, "on_disk": seen, "stdout": done.stdout, "stderr": done.stderr}
 
 
-def kill_schedule(seed: int, kills: int, span: float) -> list[float]:
-    """``kills`` moments spread uniformly over ``span`` seconds of a run's life (start-up included)."""
+def kill_schedule(seed: int, kills: int, span: float, start: float = 0.2) -> list[float]:
+    """``kills`` moments spread uniformly over ``span`` seconds of a run's life (from ``start``)."""
     rng = random.Random(seed)
-    return [rng.uniform(0.2, span) for _ in range(kills)]
+    return [rng.uniform(start, span) for _ in range(kills)]
+
+
+def timed_run(command: list[str], marker: str, output: Path) -> tuple[float, float]:
+    """Run ``command`` to its end: (seconds until a file matching ``marker`` appeared in ``output``,
+    seconds of its whole life)."""
+    import tempfile
+
+    start, first = time.monotonic(), None
+    with tempfile.TemporaryFile("w+") as log_file:
+        proc = subprocess.Popen(command, env=ENV, stdout=log_file, stderr=subprocess.STDOUT, text=True)
+        while proc.poll() is None:
+            if first is None and output.is_dir() and any(output.glob(marker)):
+                first = time.monotonic() - start
+            time.sleep(0.01)
+        log_file.seek(0)
+        log = log_file.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{command} failed:\n{log[-3000:]}")
+    span = time.monotonic() - start
+    return (first if first is not None else span), span
+
+
+def same_run(run_dir: Path, ref: Path) -> bool:
+    """Every metric of every epoch (but the timings) and every weight bit equal."""
+    from swinv2.train.state import read_metrics
+
+    def numbers(run: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in ("seconds", "img_per_s")} for r in read_metrics(run)]
+
+    done = (run_dir / "model.safetensors").is_file()
+    return (
+        done
+        and numbers(run_dir) == numbers(ref)
+        and same_weights(run_dir / "model.safetensors", ref / "model.safetensors")
+    )
 
 
 def same_weights(a: Path, b: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +92,28 @@ def drop_segmentations(coco: dict) -> None:
     """A COCO dict as box-only datasets come: no ``segmentation`` in any annotation."""
     for annotation in coco["annotations"]:
         annotation.pop("segmentation")
+
+
+def branch_run(source: Path, checkpoint: str, target: Path) -> Path:
+    """A run folder ``target`` that stops where ``source``'s ``checkpoint`` was written: its recipe (with
+    ``target`` as output), that checkpoint and its digest, and the metric rows of the epochs it holds.
+    Resuming it replays what a run killed right after that checkpoint would do."""
+    import json
+    import shutil
+
+    from swinv2.train.checkpoints import checkpoint_position
+    from swinv2.train.state import read_metrics
+
+    target.mkdir(parents=True)
+    recipe = json.loads((source / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**recipe, "output": str(target)}))
+    saved = source / checkpoint
+    if saved.is_dir():
+        shutil.copytree(saved, target / checkpoint)
+    else:
+        shutil.copy(saved, target / checkpoint)
+        shutil.copy(saved.with_name(saved.name + ".sha256"), target)
+    epochs = checkpoint_position(saved)[0]
+    rows = [r for r in read_metrics(source) if r["epoch"] <= epochs]
+    (target / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return target

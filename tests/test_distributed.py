@@ -25,12 +25,13 @@ import torch.distributed as tdist
 from safetensors.torch import load_file
 from torch.utils.data import BatchSampler, RandomSampler
 
+from faults import same_weights
 from helpers import needs_fmnist
 from swinv2 import create_model
 from swinv2.cli import main
 from swinv2.models.simmim import SimMIM
 from swinv2.train import TrainRecipe, WarmupCosine, evaluate, fit
-from swinv2.train.checkpoints import checkpoints, verify
+from swinv2.train.checkpoints import checkpoint_position, checkpoints, verify
 from swinv2.train.distributed import (
     PAD,
     Distributed,
@@ -130,6 +131,7 @@ def runs(tmp_path_factory) -> Path:
         },
         {"kind": "cli", "args": ["train", *flags, "--strategy=fsdp", f"--output={root / 'fsdp'}", "--no-progress"]},
         {"kind": "video", "recipe": {**VIDEO, "output": str(root / "video_fsdp"), "strategy": "fsdp"}},
+        *_mid_epoch_resumes(root, recipe),
     ]
     (root / "plan.json").write_text(json.dumps(plan))
     out = launch([*TORCHRUN, str(Path(__file__).parent / "distributed_runs.py"), str(root / "plan.json")])
@@ -137,6 +139,21 @@ def runs(tmp_path_factory) -> Path:
     with one_thread():
         assert main(["train", "--resume", str(root / "fsdp_cut"), "--strategy", "single", "--no-progress"]) == 0
     return root
+
+
+def _mid_epoch_resumes(root: Path, recipe) -> list[dict]:
+    """ddp and fsdp runs with a checkpoint every 2 steps (4 steps an epoch: inside epochs 1 and 2), each
+    copied as it stood at one of them and resumed on 2 ranks again."""
+    plan = []
+    for strategy, cut in (("ddp", "checkpoint-0000-000002.pt"), ("fsdp", "checkpoint-0001-000002.dcp")):
+        steps = {"strategy": strategy, "checkpoint_every": 2, "keep_checkpoints": 9}
+        source, target = root / f"{strategy}_steps", root / f"{strategy}_from_step"
+        plan += [
+            {"kind": "fit", "recipe": recipe(source.name, **steps)},
+            {"kind": "branch", "source": str(source), "checkpoint": cut, "target": str(target)},
+            {"kind": "resume", "recipe": {"output": str(target)}},
+        ]
+    return plan
 
 
 def _pretrained(root: Path, epochs: int) -> dict:
@@ -153,7 +170,7 @@ def test_ddp_zero_and_fsdp_under_torchrun_match_one_process(runs):
     for run in ("fsdp", "zero"):
         verify(checkpoints(runs / run)[0])
     stdout = (runs / "stdout.txt").read_text()  # rank 0 alone prints: one line per finished run
-    assert stdout.count("done: top1") == 6 and stdout.count("done: masked-pixel") == 1, stdout
+    assert stdout.count("done: top1") == 10 and stdout.count("done: masked-pixel") == 1, stdout
     assert stdout.count(f"-> {runs / 'fsdp'}\n") == 1 and "fsdp x 2" in stdout
 
 
@@ -166,6 +183,25 @@ def test_resume_under_another_strategy_and_world_size_equals_the_uninterrupted_r
     assert_same_run(runs / "fsdp_cut", runs / "single")
     assert [p.name for p in checkpoints(runs / "fsdp_cut")] == ["checkpoint-0002.pt", "checkpoint-0001.dcp"]
     assert TrainRecipe.load(runs / "fsdp_cut" / "config.json").strategy == "single"
+
+
+@needs_fmnist
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_two_rank_resume_from_inside_an_epoch_is_bit_for_bit(runs, strategy):
+    steps, branch = runs / f"{strategy}_steps", runs / f"{strategy}_from_step"
+
+    def numbers(run: Path) -> list[list[float]]:
+        return [[r[k] for k in ("epoch", "train_loss", "val_loss", "top1", "top5")] for r in rows(run)]
+
+    # saving inside epochs changes nothing of the run
+    assert numbers(steps) == numbers(runs / strategy)
+    assert same_weights(steps / "model.safetensors", runs / strategy / "model.safetensors")
+    assert sorted(checkpoint_position(p) for p in checkpoints(steps)) == [(0, 2), (1, 0), (1, 2), (2, 0)]
+    assert {p.suffix for p in checkpoints(steps)} == {".pt" if strategy == "ddp" else ".dcp"}
+    # the copy cut at a mid-epoch checkpoint and resumed on 2 ranks ends where the uninterrupted run did
+    print(f"{strategy}: resumed {numbers(branch)[-1]} vs uninterrupted {numbers(steps)[-1]}")
+    assert numbers(branch) == numbers(steps)
+    assert same_weights(branch / "model.safetensors", steps / "model.safetensors")
 
 
 @needs_fmnist

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from faults import (
     DAMAGES,
     DIST_FLAGS,
+    TRAIN_FLAGS,
     CreatesFile,
     RunsShell,
     broken_image_folder,
@@ -29,6 +30,8 @@ from faults import (
     malicious_checkpoint,
     restart_command,
     run,
+    run_killed,
+    same_run,
     same_weights,
     torchrun,
     train_command,
@@ -38,7 +41,7 @@ from faults import (
 from helpers import needs_fmnist
 from swinv2 import create_model
 from swinv2.cli import build_parser, main
-from swinv2.cli.common import TRAIN_FLAGS, resume_recipe
+from swinv2.cli.common import recipe_flags, resume_recipe
 from swinv2.data.datasets import ReadableCollate
 from swinv2.data.decode import read_image
 from swinv2.errors import NonFiniteLossError
@@ -110,6 +113,18 @@ def test_kill9_at_random_moments_then_resume_repeats_the_uninterrupted_run(tmp_p
         assert_same_result(out, ref)
         assert not list(out.glob("*.tmp"))
     assert landed >= 3  # the schedule really interrupted runs
+
+
+@needs_fmnist
+def test_kill9_inside_an_epoch_resumes_from_its_step_checkpoint_bit_for_bit(tmp_path, cli_reference):
+    # 12 steps an epoch; --checkpoint-every 5 saves after steps 5 and 10 of epoch 1, then 3 and 8 of epoch 2
+    out, flags = tmp_path / "run", [*TRAIN_FLAGS, "--checkpoint-every", "5"]
+    saved = out / "checkpoint-0001-000003.pt"
+    assert run_killed(train_command(out, flags), until=lambda: saved.is_file())
+    assert checkpoints(out)[0] == saved  # killed inside epoch 2, before its next checkpoint
+    done = run(restart_command(out, flags))
+    assert done.returncode == 0 and "after epoch 1 and 3 step(s) of epoch 2" in done.stdout, done.stdout + done.stderr
+    assert same_run(out, cli_reference[0])
 
 
 @needs_fmnist
@@ -313,9 +328,9 @@ class NanLoss(Trainer):
 
     at = (1, 2)
 
-    def train_epoch(self, progress: bool = True) -> dict:
+    def train_epoch(self, progress: bool = True, checkpoint=None) -> dict:
         self.batch = 0
-        return super().train_epoch(progress)
+        return super().train_epoch(progress, checkpoint)
 
     def loss(self, images, labels):
         loss = super().loss(images, labels)
@@ -358,7 +373,7 @@ def test_nan_loss_stops_naming_the_step_keeps_the_checkpoint_and_offers_remedies
     verify(out / "checkpoint-0001.pt")
     # the remedy: `--resume RUN --skip-nonfinite`; the step is skipped and counted, the run finishes
     args = build_parser().parse_args(["train", "--resume", str(out), "--skip-nonfinite", "--lr", "1e-2"])
-    resumed = resume_recipe(TrainRecipe, args, TRAIN_FLAGS, "classify")
+    resumed = resume_recipe(TrainRecipe, args, recipe_flags(TrainRecipe), "classify")
     assert resumed.skip_nonfinite and resumed.lr == 1e-2 and resumed.model_overrides["embed_dim"] == 16
     fit(resumed, resume=True, progress=False, trainer_class=NanLoss)
     assert TrainRecipe.load(out / "config.json").skip_nonfinite  # the change is on record

@@ -6,11 +6,9 @@ import argparse
 import json
 
 from .common import (
-    NOT_PRETRAINING,
-    PRETRAIN_FLAGS,
-    TRAIN_FLAGS,
     add_run_flags,
     positive,
+    recipe_flags,
     train_recipe,
 )
 
@@ -73,12 +71,15 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from ..train.pretrain import PretrainRecipe
+    from ..train.recipe import TrainRecipe
+
     p = sub.add_parser("train", help="train or fine-tune a classifier (Fashion-MNIST by default)")
-    add_run_flags(p, TRAIN_FLAGS)
+    add_run_flags(p, recipe_flags(TrainRecipe))
     p.set_defaults(func=_train)
 
     p = sub.add_parser("pretrain", help="SimMIM self-supervised pretraining (labels ignored; Fashion-MNIST by default)")
-    add_run_flags(p, {k: v for k, v in {**TRAIN_FLAGS, **PRETRAIN_FLAGS}.items() if k not in NOT_PRETRAINING})
+    add_run_flags(p, recipe_flags(PretrainRecipe))
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("eval", help="top-1 / top-5 of a trained checkpoint on a dataset, at any size and window")
@@ -95,7 +96,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--dtype",
         default="float32",
         choices=("float32", "bfloat16"),
-        help="weights and activations; bfloat16 is ~2x faster on CPUs with AVX-512 BF16 or AMX",
+        help="weights and activations; bfloat16 is faster on CPUs with AVX-512 BF16 or AMX (docs/results.md)",
     )
     p.add_argument(
         "--amp",

@@ -7,44 +7,8 @@ import json
 from pathlib import Path
 
 from ..runs import expect_run
+from .common import Flag, add_flags, add_run_flags, positive, recipe_flags
 
-COMMON_FLAGS = {
-    "model": (str, "registered model whose stages make the backbone (see `swinv2 models`)"),
-    "pretrained": (str, "image classification or SimMIM checkpoint for the backbone (any known layout)"),
-    "window_size": (int, "attention window (default: the model's)"),
-    "position_bias": (str, "log_cpb (default), linear_cpb or table (Swin V1), for comparisons"),
-    "data": (str, "dataset root (default: the Fashion-MNIST scenes, written on first use)"),
-    "img_size": (int, "training size: detection's shorter image side, segmentation's crop"),
-    "output": (str, "run folder (default: runs/<timestamp>)"),
-    "epochs": (int, "training epochs"),
-    "batch_size": (int, "images per step"),
-    "lr": (float, "peak AdamW learning rate"),
-    "min_lr": (float, "final learning rate of the cosine schedule"),
-    "warmup_epochs": (float, "linear warmup length"),
-    "weight_decay": (float, "AdamW weight decay (not on norms, biases, CPB, logit scales)"),
-    "drop_path": (float, "stochastic depth rate of the backbone"),
-    "clip_grad": (float, "gradient norm clip (0 = off)"),
-    "skip_nonfinite": (bool, "skip (and count) steps with a NaN / Inf loss or gradient instead of stopping"),
-    "amp": (str, "mixed precision: auto (default: bf16 where the device computes it natively, else fp32), none, bf16"),
-    "seed": (int, "random seed"),
-    "device": (str, "auto, cpu, cuda, cuda:N"),
-    "train_limit": (int, "train on the first N images only"),
-    "val_limit": (int, "evaluate on the first N images only"),
-    "workers": (int, "data loader worker processes"),
-    "pictures": (int, "prediction pictures drawn at the end"),
-}
-TASK_FLAGS = {
-    "detect": {
-        "detector": (str, "mask_rcnn (boxes and instance masks) or faster_rcnn (boxes)"),
-        "fpn_channels": (int, "feature pyramid width"),
-        "anchor_sizes": (int, "anchor side per pyramid level (5 values)"),
-        "roi_sampling": (int, "bilinear samples per RoI bin side (0: adaptive, torchvision's RoIAlign)"),
-    },
-    "segment": {
-        "head_channels": (int, "UperNet width"),
-        "reduce_zero_label": (bool, "mask value 0 means 'other' and is ignored (ADE20K)"),
-    },
-}
 # --test-size means what each task's testing convention does: detectors resize every image to a shorter side
 # (as Mask R-CNN tests at 800), segmentation scales images by test-size / training size (as mmseg's ratios).
 TEST_SIZE_HELP = {
@@ -63,19 +27,25 @@ def _json_path(text: str) -> str:
     return text
 
 
-def _test_flags(task: str) -> dict:
-    from .common import positive
-
+def _test_flags(task: str) -> dict[str, Flag]:
     return {
-        "test_size": (positive, TEST_SIZE_HELP[task]),
-        "test_window": (positive, "attention window at test time (default: the training window)"),
+        "test_size": Flag(positive, TEST_SIZE_HELP[task]),
+        "test_window": Flag(positive, "attention window at test time (default: the training window)"),
     }
+
+
+def _task_flags(task: str) -> dict:
+    """The flags of ``swinv2 TASK train``: the dense recipe's, less the other task's own."""
+    from ..dense.recipe import DenseRecipe
+
+    others = tuple(name for t, names in DenseRecipe.TASK_ONLY.items() if t != task for name in names)
+    return recipe_flags(DenseRecipe, skip=others)
 
 
 def _recipe_from_args(args: argparse.Namespace):
     from ..dense.recipe import DenseRecipe
 
-    flags = {**COMMON_FLAGS, **TASK_FLAGS[args.task]}
+    flags = _task_flags(args.task)
     if args.resume:
         from .common import resume_recipe
 
@@ -126,29 +96,18 @@ def _scenes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add(p: argparse.ArgumentParser, flags: dict) -> None:
-    for flag, (kind, text) in flags.items():
-        name = "--" + flag.replace("_", "-")
-        if kind is bool:
-            p.add_argument(name, dest=flag, action="store_true", default=None, help=text)
-        else:
-            nargs = "+" if flag == "anchor_sizes" else None
-            p.add_argument(name, dest=flag, type=kind, nargs=nargs, help=text)
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
     for task, text in (("detect", "Mask / Faster R-CNN"), ("segment", "UperNet semantic segmentation")):
         top = sub.add_parser(task, help=f"{text} on a SwinV2 backbone (Fashion-MNIST scenes by default)")
         actions = top.add_subparsers(dest="action", required=True)
         p = actions.add_parser("train", help="train into a run folder")
-        _add(p, {**COMMON_FLAGS, **TASK_FLAGS[task]})
-        p.add_argument("--resume", help="continue the run in this folder where it stopped")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+        train_flags = _task_flags(task)
+        add_run_flags(p, train_flags)
         p.set_defaults(func=_train, task=task)
 
         p = actions.add_parser("eval", help="score a finished run (optionally at another size and window)")
         p.add_argument("run", help="run folder written by train")
-        _add(p, {**_test_flags(task), "data": COMMON_FLAGS["data"], "val_limit": COMMON_FLAGS["val_limit"]})
+        add_flags(p, {**_test_flags(task), "data": train_flags["data"], "val_limit": train_flags["val_limit"]})
         p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
         if task == "segment":
             p.add_argument("--slide", action="store_true", help="sliding training-size windows, not whole images")
@@ -159,11 +118,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("run", help="run folder written by train (its data is not needed)")
         p.add_argument("images", nargs="+", help="image files or folders of them (other files are skipped)")
         p.add_argument("--output", required=True, help="folder for the pictures")
-        _add(p, _test_flags(task))
+        add_flags(p, _test_flags(task))
         p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
         p.set_defaults(func=_predict, task=task)
-
-    from .common import positive
 
     p = sub.add_parser("scenes", help="write the Fashion-MNIST scenes dataset (COCO + mask folders)")
     p.add_argument("--output", help="folder (default: in the user cache, where train looks); rebuilt in place")

@@ -9,33 +9,12 @@ from pathlib import Path
 
 from ..runs import expect_run
 
-NOT_FOR_VIDEO = (
-    "crop",
-    "hflip",
-    "mixup",
-    "cutmix",
-    "randaugment",
-    "random_erasing",
-    "labels_per_class",
-    "pretrained_window_sizes",  # video checkpoints carry their windows
-)
-VIDEO_FLAGS = {
-    "num_frames": (int, "frames per clip (default: the model's)"),
-    "frame_stride": (int, "real videos: take every n-th frame"),
-    "test_clips": (int, "real videos: temporal views averaged at test time"),
-    "test_crops": (int, "real videos: spatial views at test time (1 or 3)"),
-}
-
 
 def _flags() -> dict:
-    from .common import TRAIN_FLAGS
+    from ..video.train import VideoRecipe
+    from .common import recipe_flags
 
-    flags = {k: v for k, v in TRAIN_FLAGS.items() if k not in NOT_FOR_VIDEO}
-    flags["model"] = (str, "video model (default swinv2_video_pico_window4x8_64; see `swinv2 video models`)")
-    flags["data"] = (str, "folder with train.csv and val.csv ('path,label' rows; default: Moving Fashion-MNIST)")
-    flags["pretrained"] = (str, "video checkpoint, or an image SwinV2 checkpoint of this project to inflate")
-    flags["window_size"] = (int, "spatial attention window (the temporal one stays the model's)")
-    return {**flags, **VIDEO_FLAGS}
+    return recipe_flags(VideoRecipe)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -7,9 +7,10 @@ scenes (128 px) on a small SwinV2 backbone, sized for a 2-core CPU (docs/dense.m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..runs import expect_run
-from ..train.recipe import AMP_MODES, RecipeFile
+from ..train.recipe import AMP_MODES, RecipeFile, flag
 from .detection import DETECTORS
 
 TASKS = ("detect", "segment")
@@ -19,51 +20,69 @@ TASK_DEFAULTS = {"detect": {"epochs": 4}, "segment": {"epochs": 15}}
 
 @dataclass
 class DenseRecipe(RecipeFile):
+    # Not fields: the flagged fields that only one task's command takes.
+    TASK_ONLY: ClassVar[dict[str, tuple[str, ...]]] = {
+        "detect": ("detector", "fpn_channels", "anchor_sizes", "roi_sampling"),
+        "segment": ("head_channels", "reduce_zero_label"),
+    }
+    NOT_FLAGS: ClassVar[tuple[str, ...]] = ()
+
     task: str = "detect"
     # model
-    model: str = "swinv2_femto_window8_128"
-    pretrained: str | None = None  # an image classification or SimMIM checkpoint for the backbone
-    window_size: int | None = None
-    position_bias: str | None = None  # None: the model's (log_cpb); "table" / "linear_cpb" for comparisons
-    drop_path: float = 0.1
-    detector: str = "mask_rcnn"
-    fpn_channels: int = 64
+    model: str = flag(
+        "swinv2_femto_window8_128", "registered model whose stages make the backbone (see `swinv2 models`)"
+    )
+    pretrained: str | None = flag(None, "image classification or SimMIM checkpoint for the backbone (any known layout)")
+    window_size: int | None = flag(None, "attention window (default: the model's)")
+    # None: the model's (log_cpb)
+    position_bias: str | None = flag(None, "log_cpb (default), linear_cpb or table (Swin V1), for comparisons")
+    drop_path: float = flag(0.1, "stochastic depth rate of the backbone")
+    detector: str = flag("mask_rcnn", "mask_rcnn (boxes and instance masks) or faster_rcnn (boxes)")
+    fpn_channels: int = flag(64, "feature pyramid width")
     box_head_dim: int = 256
     mask_head_dim: int = 32
-    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
+    anchor_sizes: tuple[int, ...] = flag((16, 32, 64, 128, 256), "anchor side per pyramid level (5 values)")
     rois_per_image: int = 128  # sampled per image for the box head's loss
     proposals: tuple[int, int] = (600, 300)  # region proposals kept per image: training, testing
     max_detections: int = 50
-    roi_sampling: int = 1  # bilinear samples per RoI bin side (2 in torchvision; 1 is much faster on a CPU)
-    head_channels: int = 64  # UperNet width
+    # 2 in torchvision; 1 is much faster on a CPU
+    roi_sampling: int = flag(1, "bilinear samples per RoI bin side (0: adaptive, torchvision's RoIAlign)")
+    head_channels: int = flag(64, "UperNet width")
     # data
-    data: str | None = None  # None: the Fashion-MNIST scenes, written on first use
-    img_size: int = 128  # detection: shorter image side; segmentation: training crop
-    reduce_zero_label: bool = False  # ADE20K: mask value 0 is "other", ignored
+    data: str | None = flag(None, "dataset root (default: the Fashion-MNIST scenes, written on first use)")
+    img_size: int = flag(128, "training size: detection's shorter image side, segmentation's crop")
+    reduce_zero_label: bool = flag(False, "mask value 0 means 'other' and is ignored (ADE20K)")
     rescale: tuple[float, float] = (1.0, 1.0)  # segmentation: random rescale before the crop (ADE20K: 0.5, 2.0)
-    train_limit: int | None = None
-    val_limit: int | None = None
-    workers: int = 0
+    train_limit: int | None = flag(None, "train on the first N images only")
+    val_limit: int | None = flag(None, "evaluate on the first N images only")
+    workers: int = flag(0, "data loader worker processes", resume=True)
     # testing (defaults: as trained)
     test_size: int | None = None
     test_window: int | None = None
     slide: bool = False  # segmentation: sliding img_size windows instead of the whole image
     # optimisation
-    epochs: int | None = None  # None: the task's default (TASK_DEFAULTS)
-    batch_size: int = 16
-    lr: float = 4e-4
-    min_lr: float = 1e-6
-    warmup_epochs: float = 0.5
-    weight_decay: float = 0.05
-    clip_grad: float = 5.0
-    amp: str = "auto"  # auto (bf16 where the device computes it natively, else fp32), none or bf16
+    # None: the task's default (TASK_DEFAULTS)
+    epochs: int | None = flag(None, "training epochs", resume=True)
+    batch_size: int = flag(16, "images per step")
+    lr: float = flag(4e-4, "peak AdamW learning rate", resume=True)
+    min_lr: float = flag(1e-6, "final learning rate of the cosine schedule", resume=True)
+    warmup_epochs: float = flag(0.5, "linear warmup length")
+    weight_decay: float = flag(0.05, "AdamW weight decay (not on norms, biases, CPB, logit scales)")
+    clip_grad: float = flag(5.0, "gradient norm clip (0 = off)", resume=True)
+    amp: str = flag(
+        "auto",
+        "mixed precision: auto (default: bf16 where the device computes it natively, else fp32), none, bf16",
+        resume=True,
+    )
     amp_reason: str | None = None  # why the run computes in its amp: written when the run starts
-    skip_nonfinite: bool = False  # skip (and count) steps with a NaN / Inf loss or gradient, not stop
+    skip_nonfinite: bool = flag(
+        False, "skip (and count) steps with a NaN / Inf loss or gradient instead of stopping", resume=True
+    )
     # run
-    seed: int = 0
-    device: str = "auto"
-    output: str | None = None
-    pictures: int = 8  # prediction pictures drawn at the end
+    seed: int = flag(0, "random seed")
+    device: str = flag("auto", "auto, cpu, cuda, cuda:N", resume=True)
+    output: str | None = flag(None, "run folder (default: runs/<timestamp>)")
+    pictures: int = flag(8, "prediction pictures drawn at the end")
 
     def __post_init__(self) -> None:
         self.anchor_sizes, self.proposals, self.rescale = (

@@ -1,11 +1,11 @@
 """RoIAlign written with gathers, so that its backward pass is a parallel ``index_add`` instead of
-torchvision's serial CPU kernel (which took 30-40% of a Mask R-CNN training step on two cores).
+torchvision's serial CPU kernel (a large share of a Mask R-CNN training step on a CPU: docs/dense.md).
 
 Same sampling as ``torchvision.ops.roi_align(..., aligned=False)`` with a fixed ``sampling_ratio``, and
 the same level assignment as ``torchvision.ops.MultiScaleRoIAlign`` (FPN paper, eq. 1); the tests
-compare outputs and gradients with torchvision's. It pays off with one sample per bin on a CPU (2.4x
-faster forward + backward, ``benchmarks/roi_align.py``); with 2 x 2 samples it gathers four times the
-rows and torchvision's kernel wins (0.5x), so the pooler below uses torchvision's there and on GPUs.
+compare outputs and gradients with torchvision's. It pays off with one sample per bin on a CPU;
+with 2 x 2 samples it gathers four times the rows and torchvision's kernel wins, so the pooler below
+uses torchvision's there and on GPUs (``benchmarks/roi_align.py``; docs/dense.md has the figures).
 """
 
 from __future__ import annotations

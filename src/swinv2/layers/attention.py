@@ -45,9 +45,9 @@ AUTO_CHUNK_SCORES = 1 << 22
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 # cuDNN enabled too where no gradient is asked for (so the NaN-gradient bug cannot bite), in bf16, with windows
 # of at least CUDNN_MIN_TOKENS tokens: PyTorch's own order then picks it on Hopper, and there it beats the
-# memory-efficient kernel end to end. Measured on an H100, bf16 inference (benchmarks/attention_routes.py):
-# 0.95x at N = 64, 1.02x at 144, 1.09-1.10x at 256, 1.17-1.18x at 576. The list is not a priority order: where
-# PyTorch would not pick cuDNN, or cannot run it (an older GPU), nothing changes.
+# memory-efficient kernel end to end from about 256 tokens (benchmarks/attention_routes.py; the H100 figures
+# are in docs/results.md). The list is not a priority order: where PyTorch would not pick cuDNN, or cannot run
+# it (an older GPU), nothing changes.
 SDPA_BACKENDS_CUDNN = [SDPBackend.CUDNN_ATTENTION, *SDPA_BACKENDS]
 CUDNN_MIN_TOKENS = 256
 ATTENTION_TYPES = ("cosine", "dot")
@@ -275,7 +275,7 @@ class WindowAttention(nn.Module):
     @staticmethod
     def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout: float) -> torch.Tensor:
         if q.dim() == 5:
-            # SDPA's kernels take 4-D inputs only (5-D falls back to the math path, 3x slower on a CPU):
+            # SDPA's kernels take 4-D inputs only (5-D falls back to the slower math path on a CPU):
             # fold the windows into the head axis so the (nW, heads, N, N) bias broadcasts over the batch.
             b, nw, h, n, d = q.shape
             q, k, v = q.reshape(b, nw * h, n, d), k.reshape(b, nw * h, n, d), v.reshape(b, nw * h, n, d)
@@ -323,10 +323,9 @@ def sdpa_pays(q: torch.Tensor, bias: torch.Tensor) -> bool:
     """Whether SDPA beats explicit matrix products for this call (measured at SwinV2-T's shapes).
 
     On a CPU two cases lose: autograd through the additive bias (the CPB network is trained) sends SDPA
-    to its math fallback, whose NaN-safe softmax is ~1.3x slower than the explicit product; and in
-    bf16 / fp16 the CPU flash kernel is no faster than the products (SwinV2-T, batch 8, PyTorch 2.14:
-    18.0 vs 18.4 img/s; 2x slower in earlier releases). fp32 inference on a CPU (2x faster than explicit
-    at stage 1) and CUDA take SDPA.
+    to its math fallback, whose NaN-safe softmax is slower than the explicit product; and in bf16 / fp16
+    the CPU flash kernel is no faster than the products. fp32 inference on a CPU and CUDA take SDPA,
+    where it is faster. docs/results.md has the measurements.
     """
     if q.device.type != "cpu":
         return True

@@ -74,8 +74,8 @@ class GeluLinear(torch.autograd.Function):
     The backward pass applies GELU's derivative in place on the incoming gradient, so next to ``h`` it
     holds one hidden-width tensor, not two: that, not the saved tensor alone, is what lowers the peak of a
     checkpointed block's backward pass. A memory saver, on with activation checkpointing and available
-    alone (``model.set_recompute_gelu()``); it costs a GELU per MLP, 10-20% of a stage-1 MLP's forward
-    and backward time on a CPU. ``benchmarks/memory.sh`` has the measured peaks."""
+    alone (``model.set_recompute_gelu()``); it costs a GELU per MLP. ``benchmarks/memory.sh`` measures
+    the peaks, docs/results.md has them and the time it costs."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -90,7 +90,7 @@ class ContinuousPositionBias(nn.Module):
             coords, index = self._coords_and_index(tuple(window), weight.device)
         table = 16 * torch.sigmoid(self.mlp(coords.to(weight.dtype)))  # (offsets, heads)
         n = window_tokens(window)
-        # contiguous: a heads-last bias makes every broadcast add over the logits 2.5x slower (CPU, bf16)
+        # contiguous: a heads-last bias slows every broadcast add over the logits (CPU, bf16; docs/results.md)
         return table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous()  # (heads, N, N)
 
     def extra_repr(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 from ..fields import check_field_types, field_values
 from ..layers import ATTENTION_TYPES, POSITION_BIASES
@@ -66,16 +67,13 @@ def check_choices(cfg, **extra: tuple[str, tuple[str, ...]]) -> None:
 
 
 @dataclass(frozen=True)
-class SwinV2Config:
-    """Everything that defines the network (nothing about training).
+class SwinV2ConfigBase:
+    """The fields, normalisation and checks that image and video SwinV2 configs share.
 
-    ``pretrained_window_sizes[i]`` is the window stage ``i`` was (pre)trained with; Log-CPB normalises
-    relative coordinates by it so that a larger window later extrapolates instead of re-scaling. 0 means
-    "this model's own window at ``img_size``", resolved once when the model is built.
-    ``norm``, ``attention`` and ``position_bias`` are the paper's ablation switches (V1 = ``pre``, ``dot``,
-    ``table``). ``clip_windows=False`` and ``mask_padding=False`` reproduce torchvision's behaviour
-    (pad up to the window, attend to padding); the defaults follow the official code and keep padding
-    out of attention.
+    A subclass says how a window or patch is spelled in its geometry (``_window``: a pair for images,
+    a ``(t, h, w)`` triple for video) and may add fields and choices (``_choices``); everything else,
+    from the stage checks to ``replace`` and ``to_dict``, is written once here. ``pretrained_window_sizes``
+    is given per stage or as one value for all; 0 stands for the model's own window.
     """
 
     img_size: int | tuple[int, int] = 256
@@ -95,33 +93,76 @@ class SwinV2Config:
     norm: str = "res_post"
     attention: str = "cosine"
     position_bias: str = "log_cpb"
-    extra_norm_every: int = 0
     clip_windows: bool = True
     mask_padding: bool = True
     fused_attention: bool = True
     cpb_hidden: int = 512
 
+    WHAT: ClassVar[str] = "model config"  # names the config in error messages
+
     def __post_init__(self) -> None:
-        check_field_types(type(self), field_values(self), "model config")
+        check_field_types(type(self), field_values(self), self.WHAT)
         object.__setattr__(self, "depths", tuple(self.depths))
         object.__setattr__(self, "num_heads", tuple(self.num_heads))
         pws = self.pretrained_window_sizes
         pws = (pws,) * len(self.depths) if isinstance(pws, int) else pws
-        object.__setattr__(self, "pretrained_window_sizes", tuple(p if isinstance(p, int) else to_pair(p) for p in pws))
+        object.__setattr__(
+            self, "pretrained_window_sizes", tuple(p if isinstance(p, int) else self._window(p) for p in pws)
+        )
+        self._normalise()
         self._validate()
+
+    @staticmethod
+    def _window(value: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+        """A window or patch size in this config's geometry."""
+        raise NotImplementedError
+
+    def _normalise(self) -> None:
+        """Store the fields a subclass accepts in several spellings in one."""
+
+    def _choices(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Choice fields beyond the ablation switches, as ``field=(value, allowed)``."""
+        return {}
 
     def _validate(self) -> None:
         check_stages(self)
         check_ranges(self)
-        if min(to_pair(self.window_size)) < 1 or min(to_pair(self.img_size)) < 1 or self.patch_size < 1:
-            raise ValueError("img_size, window_size and patch_size must be >= 1")
-        if any(min(to_pair(p)) < 0 for p in self.pretrained_window_sizes):
+        if min(to_pair(self.img_size)) < 1:
+            raise ValueError(f"img_size must be >= 1 (pixels per side), got {self.img_size!r}")
+        if min(self._window(self.window_size)) < 1 or min(self._window(self.patch_size)) < 1:
+            raise ValueError(f"window_size and patch_size must be >= 1, got {self.window_size!r}, {self.patch_size!r}")
+        if any(min(self._window(p)) < 0 for p in self.pretrained_window_sizes):
             raise ValueError(f"pretrained_window_sizes must be >= 0, got {self.pretrained_window_sizes}")
-        check_choices(self)
+        check_choices(self, **self._choices())
 
     @property
     def num_features(self) -> int:
         return self.embed_dim * 2 ** (len(self.depths) - 1)
+
+    def replace(self, **changes: object) -> Self:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SwinV2Config(SwinV2ConfigBase):
+    """Everything that defines an image network (nothing about training).
+
+    ``pretrained_window_sizes[i]`` is the window stage ``i`` was (pre)trained with; Log-CPB normalises
+    relative coordinates by it so that a larger window later extrapolates instead of re-scaling. 0 means
+    "this model's own window at ``img_size``", resolved once when the model is built.
+    ``norm``, ``attention`` and ``position_bias`` are the paper's ablation switches (V1 = ``pre``, ``dot``,
+    ``table``). ``clip_windows=False`` and ``mask_padding=False`` reproduce torchvision's behaviour
+    (pad up to the window, attend to padding); the defaults follow the official code and keep padding
+    out of attention. ``extra_norm_every`` adds the paper's extra LayerNorm every that many blocks (the
+    huge and giant models).
+    """
+
+    extra_norm_every: int = 0
+
+    _window = staticmethod(to_pair)
 
     def stage_feature_sizes(self, img_size: int | tuple[int, int] | None = None) -> list[tuple[int, int]]:
         """Token-grid size of each stage for an image (padding rounds up, as the model does)."""
@@ -132,9 +173,3 @@ class SwinV2Config:
             h, w = -(-h // 2), -(-w // 2)
             sizes.append((h, w))
         return sizes
-
-    def replace(self, **changes: object) -> SwinV2Config:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)

@@ -14,8 +14,8 @@ Activations are what autograd saves for the backward pass, counted by a saved-te
 forward pass on the meta device (each storage once, parameters excluded). With activation checkpointing
 the job holds every checkpointed block's input plus the saved tensors of one block being recomputed (the
 largest); sequential attention and the sequential MLP shrink that block's share. Activations are counted
-in fp32 whatever ``amp`` says, an upper bound: autocast keeps norms, softmax and more in fp32 (a SwinV2-T
-step under CPU bf16 autocast saves 0.89x the fp32 bytes, 0.66x with checkpointing). Attention is counted
+in fp32 whatever ``amp`` says, an upper bound: autocast keeps norms, softmax and more in fp32, so a bf16
+step holds well over half the fp32 bytes (docs/scale.md has the measured ratio). Attention is counted
 as its math path saves it, (B, heads, N, N) probabilities per block, as on a CPU; CUDA's fused SDPA
 kernels keep only q, k, v, the output and the log-sum-exp, so on a GPU the rows without sequential
 attention overstate. The shift masks the blocks cache are included. Gradient temporaries,

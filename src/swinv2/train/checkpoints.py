@@ -1,7 +1,9 @@
-"""A run's epoch checkpoints: atomic, checksummed, the last two kept, verified before a resume.
+"""A run's checkpoints: atomic, checksummed, the last K kept (two by default), verified before a resume.
 
 Layout in the run folder: ``checkpoint-0007.pt`` (one file; single, ddp, zero, dense runs) with its digest
 in ``checkpoint-0007.pt.sha256``, or ``checkpoint-0007.dcp/`` (fsdp shards) with ``SHA256SUMS`` inside.
+A checkpoint written inside an epoch carries its optimiser step too: ``checkpoint-0007-000120.pt`` is
+seven epochs and 120 steps of the eighth; names sort by (epoch, step).
 Every checkpoint is first written under a ``.tmp`` name, fsynced and hashed; the digest is written
 before the rename that publishes the checkpoint, so a published checkpoint always has its digest and a
 crash at any moment leaves the previous checkpoints untouched. A resume takes the newest checkpoint whose
@@ -24,7 +26,7 @@ log = logging.getLogger("swinv2")
 
 KEEP = 2  # the newest checkpoint and the one before it, the fallback should the newest be damaged
 SUMS = "SHA256SUMS"
-_NAME = re.compile(r"^checkpoint-(\d{4,})\.(pt|dcp)$")
+_NAME = re.compile(r"^checkpoint-(\d{4,})(?:-(\d{6,}))?\.(pt|dcp)$")
 LEGACY_PT, LEGACY_DCP = "checkpoint.pt", "checkpoint.dcp"  # the single checkpoint of earlier versions
 
 
@@ -32,8 +34,9 @@ class CorruptCheckpoint(ValueError):
     """A checkpoint whose bytes do not match the digest written with it (or that has none)."""
 
 
-def checkpoint_name(epoch: int, kind: str = "pt") -> str:
-    return f"checkpoint-{epoch:04d}.{kind}"
+def checkpoint_name(epoch: int, kind: str = "pt", step: int = 0) -> str:
+    """The file name of the checkpoint after ``epoch`` epochs and ``step`` optimiser steps of the next."""
+    return f"checkpoint-{epoch:04d}-{step:06d}.{kind}" if step else f"checkpoint-{epoch:04d}.{kind}"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -61,9 +64,10 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_checkpoint(state: dict, run_dir: Path, epoch: int) -> Path:
-    """``state`` as ``checkpoint-<epoch>.pt``: temp file, fsync, digest, rename; older ones pruned."""
-    final = run_dir / checkpoint_name(epoch)
+def write_checkpoint(state: dict, run_dir: Path, epoch: int, step: int = 0, keep: int = KEEP) -> Path:
+    """``state`` as ``checkpoint-<epoch>[-<step>].pt``: temp file, fsync, digest, rename; all but the
+    ``keep`` newest pruned."""
+    final = run_dir / checkpoint_name(epoch, "pt", step)
     tmp = final.with_name(final.name + ".tmp")
     with open(tmp, "wb") as f:
         torch.save(state, f)
@@ -72,20 +76,20 @@ def write_checkpoint(state: dict, run_dir: Path, epoch: int) -> Path:
     _write_text(_sidecar(final), f"{sha256_file(tmp)}  {final.name}\n")
     os.replace(tmp, final)
     _fsync_dir(run_dir)
-    prune(run_dir)
+    prune(run_dir, keep)
     return final
 
 
-def seal_directory(tmp: Path, run_dir: Path, epoch: int) -> Path:
-    """Publish a fully written checkpoint directory ``tmp`` as ``checkpoint-<epoch>.dcp``."""
+def seal_directory(tmp: Path, run_dir: Path, epoch: int, step: int = 0, keep: int = KEEP) -> Path:
+    """Publish a fully written checkpoint directory ``tmp`` as ``checkpoint-<epoch>[-<step>].dcp``."""
     files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != SUMS)
     _write_text(tmp / SUMS, "".join(f"{sha256_file(p)}  {p.relative_to(tmp)}\n" for p in files))
-    final = run_dir / checkpoint_name(epoch, "dcp")
+    final = run_dir / checkpoint_name(epoch, "dcp", step)
     if final.exists():  # the same epoch written again after a resume from an older checkpoint
         shutil.rmtree(final)
     tmp.rename(final)
     _fsync_dir(run_dir)
-    prune(run_dir)
+    prune(run_dir, keep)
     return final
 
 
@@ -94,18 +98,19 @@ def _sidecar(path: Path) -> Path:
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
-    """Published checkpoints of the run, newest epoch first."""
+    """Published checkpoints of the run, newest (epoch, step) first."""
     if not run_dir.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found, key=lambda item: (item[0], item[1].stat().st_mtime), reverse=True)]
+    found = [(checkpoint_position(p), p.stat().st_mtime, p) for p in run_dir.iterdir() if _NAME.match(p.name)]
+    return [p for *_, p in sorted(found, key=lambda item: item[:2], reverse=True)]
 
 
-def checkpoint_epoch(path: Path) -> int:
+def checkpoint_position(path: Path) -> tuple[int, int]:
+    """(epochs, optimiser steps of the next epoch) that the checkpoint ``path`` holds."""
     match = _NAME.match(path.name)
     if match is None:
-        raise ValueError(f"{path.name} is not a checkpoint name (checkpoint-NNNN.pt or .dcp)")
-    return int(match.group(1))
+        raise ValueError(f"{path.name} is not a checkpoint name (checkpoint-NNNN[-SSSSSS].pt or .dcp)")
+    return int(match.group(1)), int(match.group(2) or 0)
 
 
 def verify(path: Path) -> None:

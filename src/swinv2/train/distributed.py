@@ -52,6 +52,7 @@ from .checkpoints import (
     write_checkpoint,
 )
 from .optim import build_optimizer
+from .position import SkipBatches
 from .recipe import TrainRecipe
 from .state import atomic_torch_save
 
@@ -254,6 +255,14 @@ class Distributed:
         tdist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
         return box[0]
 
+    def gather(self, obj: object) -> list:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if self.world == 1:
+            return [obj]
+        out: list = [None] * self.world
+        tdist.all_gather_object(out, obj)
+        return out
+
     def rank_seed(self, seed: int) -> int:
         return rank_seed(seed, self.rank)
 
@@ -323,14 +332,23 @@ class Distributed:
 
     # ------------------------------------------------------------------------------------------ data
     def loader(
-        self, dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator, **kwargs
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator,
+        skip: int = 0,
+        **kwargs,
     ) -> DataLoader:
-        """Batches of ``batch_size`` (global) in one process; this rank's slices of them in several."""
-        if self.world == 1:
-            collate = ReadableCollate(dataset)
-            return DataLoader(dataset, batch_size, shuffle, generator=generator, collate_fn=collate, **kwargs)
+        """Batches of ``batch_size`` (global) in one process; this rank's slices of them in several.
+
+        ``skip`` drops the first batches of the order (a resume inside an epoch) without loading them."""
         sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-        batches = RankBatches(sampler, batch_size, self.rank, self.world)
+        if self.world == 1:  # the sampler and batches DataLoader(shuffle=...) itself would build
+            batches = SkipBatches(BatchSampler(sampler, batch_size, drop_last=False), skip)
+            collate = ReadableCollate(dataset)
+            return DataLoader(dataset, batch_sampler=batches, generator=generator, collate_fn=collate, **kwargs)
+        batches = SkipBatches(RankBatches(sampler, batch_size, self.rank, self.world), skip)
         seed_worker = partial(_seed_worker, rank=self.rank)
         dataset = Padded(dataset)
         return DataLoader(
@@ -357,21 +375,23 @@ class Distributed:
 
     # ----------------------------------------------------------------------------------- checkpoints
     def save(self, trainer, run_dir: Path) -> None:
-        """``checkpoint-<epoch>.pt`` (single, ddp, zero; rank 0) or ``.dcp/`` (fsdp; every rank), checksummed."""
+        """``checkpoint-<epoch>[-<step>].pt`` (single, ddp, zero; rank 0) or ``.dcp/`` (fsdp; every rank),
+        checksummed; the recipe's ``keep_checkpoints`` newest stay."""
+        step, keep = trainer.position.steps if trainer.position else 0, trainer.recipe.keep_checkpoints
         if self.strategy == "fsdp":
-            self._save_dcp(trainer, run_dir)
+            self._save_dcp(trainer, run_dir, step, keep)
         else:
             if self.strategy == "zero":
                 trainer.optimizer.consolidate_state_dict(to=0)
             if self.is_main:
-                write_checkpoint(trainer.state_dict(), run_dir, trainer.epoch)
+                write_checkpoint(trainer.state_dict(), run_dir, trainer.epoch, step, keep)
         self.barrier()
 
-    def _save_dcp(self, trainer, run_dir: Path) -> None:
+    def _save_dcp(self, trainer, run_dir: Path, step: int, keep: int) -> None:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        tmp = run_dir / (checkpoint_name(trainer.epoch, "dcp") + ".tmp")
+        tmp = run_dir / (checkpoint_name(trainer.epoch, "dcp", step) + ".tmp")
         if self.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         self.barrier()
@@ -380,7 +400,7 @@ class Distributed:
         self.barrier()
         if self.is_main:  # the trainer state, then the digests of every shard, then the rename
             atomic_torch_save(trainer.extra_state(), tmp / TRAINER_STATE)
-            seal_directory(tmp, run_dir, trainer.epoch)
+            seal_directory(tmp, run_dir, trainer.epoch, step, keep)
 
     def choose_checkpoint(self, run_dir: Path) -> Path | None:
         """Rank 0 verifies the run's checkpoints; every rank gets its choice (or its refusal)."""

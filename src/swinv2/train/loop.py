@@ -28,6 +28,7 @@ from ..weights.checkpoint import check_compatible, refuse_partial_start, save_we
 from .checkpoints import LEGACY_DCP, LEGACY_PT, checkpoints
 from .distributed import Distributed
 from .optim import WarmupCosine
+from .position import CheckpointClock, EpochPosition, RankProgress, SeededSamples, rank_progress
 from .precision import autocast, resolve_amp
 from .recipe import TrainRecipe
 from .state import append_metrics, plot_curves, read_metrics, rng_state, seed_everything, truncate_metrics
@@ -169,6 +170,8 @@ class Trainer:
         self.module = self.dist.prepare(self.build_model, recipe)  # the model (sharded under fsdp)
         self.optimizer = self.dist.build_optimizer(self.module, recipe)
         self.model = self.dist.wrap(self.module)  # what training calls: DDP around it under ddp and zero
+        if recipe.compile:  # the compiled callable shares the module's parameters: checkpoints stay the module's
+            self.model = torch.compile(self.model)
         batches = math.ceil(len(data.train) / recipe.batch_size)
         self.steps_per_epoch = math.ceil(batches / recipe.accum_steps)
         self.scheduler = WarmupCosine(
@@ -187,6 +190,9 @@ class Trainer:
         self.mixer = batch_mixer(len(data.classes), recipe.mixup, recipe.cutmix)
         self.epoch = 0
         self.skipped_steps = 0  # this epoch's steps skipped for a non-finite loss or gradient
+        self.position: EpochPosition | None = None  # inside an epoch: where its checkpoint is written
+        self.resume_at: EpochPosition | None = None  # where the next epoch starts (a mid-epoch checkpoint)
+        self.clock = CheckpointClock(recipe.checkpoint_every, recipe.checkpoint_minutes)
 
     def build_model(self) -> nn.Module:
         return build_model(self.recipe, self.data)
@@ -227,6 +233,8 @@ class Trainer:
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        if self.position is not None:
+            state["position"] = self.position.to_state()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -241,28 +249,37 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.epoch = int(state["epoch"])
+        self.resume_at = EpochPosition.from_state(state["position"]) if "position" in state else None
 
-    def _loader(self, dataset, shuffle: bool, seed: int = 0) -> DataLoader:
+    def _loader(self, dataset, shuffle: bool, seed: int = 0, skip: int = 0) -> DataLoader:
         r = self.recipe
         gen = torch.Generator().manual_seed(seed)
         batch = r.batch_size if shuffle else max(r.batch_size, 256)
+        if shuffle and r.workers > 0:  # workers augment each sample from its own seed (resumable)
+            dataset = SeededSamples(dataset, seed)
         # Several processes each load their slice of every batch.
         return self.dist.loader(
-            dataset, batch, shuffle, gen, num_workers=r.workers, pin_memory=self.device.type == "cuda"
+            dataset, batch, shuffle, gen, skip, num_workers=r.workers, pin_memory=self.device.type == "cuda"
         )
 
-    def train_epoch(self, progress: bool = True) -> dict:
-        """One pass over the training set. Every epoch re-seeds all RNGs from (seed, epoch), so a resumed
-        run draws exactly the batches and augmentations of an uninterrupted one."""
+    def train_epoch(self, progress: bool = True, checkpoint: Callable[[], None] | None = None) -> dict:
+        """One pass over the training set (the rest of one, after a mid-epoch checkpoint). Every epoch
+        re-seeds all RNGs from (seed, epoch) and a mid-epoch checkpoint holds the generators, so a resumed
+        run draws exactly the batches and augmentations of an uninterrupted one. ``checkpoint`` saves the
+        trainer; it is called after the optimiser steps the recipe's checkpoint clock asks for."""
         r, model = self.recipe, self.model
         epoch_seed = r.seed * 100_003 + self.epoch
         seed_everything(self.dist.rank_seed(epoch_seed))  # other ranks augment (and mask) differently
-        loader = self._loader(self.data.train, shuffle=True, seed=epoch_seed)
+        at, self.resume_at = self.resume_at or EpochPosition(), None
+        loader = self._loader(self.data.train, shuffle=True, seed=epoch_seed, skip=at.batches)
+        batches = at.batches + len(loader)
+        mine = at.restore(self.dist.rank, self.dist.world, epoch_seed) if at.batches else RankProgress()
         model.train()
-        total_loss, seen, start = 0.0, 0, time.perf_counter()
-        self.skipped_steps = 0
+        total_loss, seen, start = mine.total_loss, mine.seen, time.perf_counter() - at.seconds
+        self.skipped_steps, steps = at.skipped_steps, at.steps
         bar = tqdm(
             total=len(self.data.train),
+            initial=min(at.batches * r.batch_size, len(self.data.train)),
             unit="img",
             desc=f"epoch {self.epoch + 1}/{r.epochs}",
             disable=None if progress else True,
@@ -270,7 +287,8 @@ class Trainer:
             file=sys.stderr,
         )
         self.optimizer.zero_grad(set_to_none=True)
-        for i, (images, labels) in enumerate(loader):
+        self.clock.reset()
+        for i, (images, labels) in enumerate(loader, start=at.batches):
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             if self.data.train_batch_transform is not None:
                 images = self.data.train_batch_transform(images)
@@ -286,8 +304,17 @@ class Trainer:
                 self.scaler.scale(loss * share.weight / r.accum_steps).backward()
                 total_loss += value * share.real
                 seen += share.real
-            if (i + 1) % r.accum_steps == 0 or i + 1 == len(loader):
-                self._optimizer_step(i, len(loader))
+            if (i + 1) % r.accum_steps == 0 or i + 1 == batches:
+                self._optimizer_step(i, batches)
+                steps += 1
+                if checkpoint is not None and i + 1 < batches and self._checkpoint_due(steps):
+                    progress_now = rank_progress(total_loss, seen)
+                    elapsed = time.perf_counter() - start
+                    ranks = self.dist.gather(progress_now)
+                    self.position = EpochPosition(i + 1, steps, self.skipped_steps, elapsed, ranks)
+                    checkpoint()
+                    self.position = None
+                    self.clock.reset()
             bar.update(share.batch)
             bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", lr=f"{self.scheduler.lr:.2e}")
         bar.close()
@@ -298,6 +325,16 @@ class Trainer:
         if r.skip_nonfinite:
             stats["skipped_steps"] = self.skipped_steps
         return stats
+
+    def _checkpoint_due(self, steps: int) -> bool:
+        """Whether the ``steps``-th optimiser step of this epoch ends with a checkpoint; every rank agrees
+        (rank 0's clock decides a time-based one)."""
+        if not self.clock.enabled:
+            return False
+        due = self.clock.due(self.epoch * self.steps_per_epoch + steps)
+        if self.dist.world > 1 and self.clock.minutes > 0:
+            due = bool(self.dist.broadcast(due))
+        return due
 
     def _nonfinite(self, value: float, what: str, batch: int, batches: int) -> bool:
         """True when ``value`` (on any rank) is NaN or Inf and ``--skip-nonfinite`` skips it; without the
@@ -393,8 +430,14 @@ def create_run_dir(recipe: TrainRecipe, main: bool = True) -> Path:
     return run_dir
 
 
-def check_resumed_epochs(recipe: TrainRecipe, done: int, run_dir: Path) -> None:
-    """A resume may extend a run, not cut it below the epochs its checkpoint already holds."""
+def check_resumed_epochs(recipe: TrainRecipe, done: int, run_dir: Path, inside: bool = False) -> None:
+    """A resume may extend a run, not cut it below the epochs its checkpoint already holds (nor end it
+    inside the epoch a mid-epoch checkpoint is in)."""
+    if inside and recipe.epochs <= done:
+        raise ValueError(
+            f"{run_dir} stopped inside epoch {done + 1}; --epochs {recipe.epochs} would end it before its "
+            f"checkpoint (give --epochs {done + 1} or more)"
+        )
     if recipe.epochs < done:
         raise ValueError(
             f"{run_dir} has trained {done} epochs; --epochs {recipe.epochs} would end it before its checkpoint "
@@ -461,8 +504,10 @@ def _fit(
         first_readable(dataset, f"the {split} split of {data.name}")
     trainer = trainer_class(recipe, data, dist.device, dist)
     if resume and dist.load(trainer, run_dir):  # before config.json is rewritten: a failed resume changes nothing
-        check_resumed_epochs(recipe, trainer.epoch, run_dir)
-        say(f"resuming {run_dir} after epoch {trainer.epoch}")
+        at = trainer.resume_at
+        check_resumed_epochs(recipe, trainer.epoch, run_dir, inside=at is not None)
+        inside = f" and {at.steps} step(s) of epoch {trainer.epoch + 1} ({at.batches} batches)" if at else ""
+        say(f"resuming {run_dir} after epoch {trainer.epoch}{inside}")
     elif resume:
         say(f"{run_dir} holds no checkpoint yet: starting from epoch 1")
     if defaulted:
@@ -479,7 +524,7 @@ def _fit(
     )
     done_now = 0
     while trainer.epoch < recipe.epochs:
-        stats = trainer.train_epoch(progress)
+        stats = trainer.train_epoch(progress, checkpoint=lambda: dist.save(trainer, run_dir))
         metrics = trainer.evaluate()
         row = {"epoch": trainer.epoch, "lr": trainer.scheduler.lr, **stats, **metrics}
         row["img_per_s"] = stats["images"] / stats["seconds"]

@@ -23,7 +23,7 @@ from ..weights.checkpoint import save_weights, write_json
 from .distributed import Distributed
 from .loop import Trainer, build_model, fit
 from .precision import autocast
-from .recipe import TrainRecipe
+from .recipe import TrainRecipe, flag
 from .state import read_metrics
 
 GRID = "reconstructions.png"
@@ -33,11 +33,17 @@ MIN_SHOWN = 96  # pixels: the picture enlarges smaller images to at least this
 @dataclass
 class PretrainRecipe(TrainRecipe):
     COMMAND = "swinv2 pretrain"
+    NOT_FLAGS = ("label_smoothing", "mixup", "cutmix", "layer_decay")  # labels and fine-tuning only
 
-    mask_patch_size: int = 8  # 32 in the paper at 192 px; 8 px cells of 2 x 2 tokens at 28 px
-    mask_ratio: float = 0.5
-    norm_target_window: int | None = None  # 47 in SwinV2's SimMIM configurations
-    grid_every: int = 5  # epochs between reconstruction pictures (the last epoch always draws one)
+    # 32 px in the paper at 192 px; 8 px cells of 2 x 2 tokens at 28 px
+    mask_patch_size: int = flag(8, "side of the square masked regions in pixels (multiple of the model's patch)")
+    mask_ratio: float = flag(0.5, "fraction of regions masked")
+    # 47 in SwinV2's SimMIM configurations
+    norm_target_window: int | None = flag(
+        None, "regress locally standardised pixels over this odd window (47 in the paper)"
+    )
+    # the last epoch always draws one
+    grid_every: int = flag(5, "epochs between reconstruction pictures")
     epochs: int = 10
     batch_size: int = 128
     lr: float = 4e-3  # per 512 images

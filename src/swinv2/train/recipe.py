@@ -14,6 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ..data.transforms import CROPS
 from ..fields import check_field_types
@@ -42,8 +43,21 @@ RANGES = (  # field, lowest, highest, highest included
     ("randaugment", 0, 30, True),
     ("drop_path", 0, 1, False),
     ("dist_timeout", 1, INF, True),
+    ("checkpoint_every", 0, INF, True),
+    ("checkpoint_minutes", 0, INF, True),
+    ("keep_checkpoints", 1, INF, True),
 )
 STRATEGIES = ("single", "ddp", "zero", "fsdp")  # see swinv2.train.distributed
+
+
+def flag(default, text: str, *, on_off: bool = False, resume: bool = False, kind: type | None = None):
+    """A recipe field that is also a flag of its run command (``swinv2.cli.common`` reads these).
+
+    ``text`` is the help; ``on_off`` makes a bool take on / off (else a bool is a switch); ``kind`` is the
+    type a flag parses where the annotation is wider; ``resume`` lets ``--resume`` change the field: the
+    run's length, the remedies for a diverging run, and how it runs, which change memory and time but not
+    the numbers. A subclass that only changes a default keeps the base's flag."""
+    return field(default=default, metadata={"help": text, "on_off": on_off, "resume": resume, "kind": kind})
 
 
 class RecipeFile:
@@ -83,57 +97,106 @@ class RecipeFile:
 
 @dataclass
 class TrainRecipe(RecipeFile):
-    # Not fields: the command that runs this recipe, and the kinds of run its --pretrained may name.
+    # Not fields: the command that runs this recipe, the kinds of run its --pretrained may name, and the
+    # flagged fields of a base recipe that this command does not take.
     COMMAND = "swinv2 train"
     STARTS_FROM = ("classify", "pretrain")
+    NOT_FLAGS: ClassVar[tuple[str, ...]] = ()
 
     # model
-    model: str = "swinv2_pico_window7_28"
+    model: str = flag("swinv2_pico_window7_28", "registered model name (see `swinv2 models`)")
     model_overrides: dict = field(default_factory=dict)
-    pretrained: str | None = None
-    img_size: int | None = None
-    window_size: int | None = None
-    pretrained_window_sizes: tuple[int, ...] | None = None
-    drop_path: float | None = None
+    pretrained: str | None = flag(None, "checkpoint of any known layout to fine-tune from")
+    img_size: int | None = flag(None, "training resolution (default: the model's)")
+    window_size: int | None = flag(None, "attention window (default: the model's)")
+    pretrained_window_sizes: tuple[int, ...] | None = flag(
+        None, "windows the --pretrained file was trained with, one per stage"
+    )
+    drop_path: float | None = flag(None, "stochastic depth rate")
     # memory savers (same results, less memory, more compute): see docs/scale.md
-    grad_checkpointing: bool = False
-    sequential_attention: bool = False
-    sequential_mlp: bool = False
+    grad_checkpointing: bool = flag(
+        False, "on/off: recompute each block's activations in the backward pass", on_off=True, resume=True
+    )
+    sequential_attention: bool = flag(
+        False, "on/off: window attention a chunk of windows at a time (high resolution)", on_off=True, resume=True
+    )
+    sequential_mlp: bool = flag(
+        False, "on/off: each MLP a chunk of tokens at a time (with checkpointing)", on_off=True, resume=True
+    )
+    compile: bool = flag(
+        False, "on/off: torch.compile the model for training (evaluation stays eager)", on_off=True, resume=True
+    )
     # data
-    data: str | None = None
-    train_limit: int | None = None
-    labels_per_class: int | None = None  # train on the first N images of each class
-    val_limit: int | None = None
-    workers: int = 0
-    crop: str | None = None  # None: "none" on Fashion-MNIST, "rrc" on image folders
-    hflip: float | None = None  # None: 0 on Fashion-MNIST, 0.5 on image folders
-    randaugment: int = 0
-    random_erasing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    label_smoothing: float = 0.1
+    data: str | None = flag(None, "image folder with train/<class>/* and val/<class>/* (default: Fashion-MNIST)")
+    train_limit: int | None = flag(None, "train on the first N images only")
+    labels_per_class: int | None = flag(None, "train on the first N images of each class (few-label fine-tuning)")
+    val_limit: int | None = flag(None, "evaluate on the first N images only")
+    workers: int = flag(0, "data loader worker processes", resume=True)
+    # None: "none" on Fashion-MNIST, "rrc" on image folders
+    crop: str | None = flag(
+        None,
+        "'pad' (pad 1/8 + random crop), 'rrc' (RandomResizedCrop), 'none' (resize only); default: none on "
+        "Fashion-MNIST, rrc on --data",
+    )
+    # None: 0 on Fashion-MNIST, 0.5 on image folders
+    hflip: float | None = flag(None, "horizontal flip probability (default: 0 on Fashion-MNIST, 0.5 on --data)")
+    randaugment: int = flag(0, "RandAugment magnitude (0 = off, 9 = paper)")
+    random_erasing: float = flag(0.0, "random erasing probability")
+    mixup: float = flag(0.0, "mixup alpha (0 = off)")
+    cutmix: float = flag(0.0, "cutmix alpha (0 = off)")
+    label_smoothing: float = flag(0.1, "label smoothing")
     # optimisation
     RESOLVED = ("epochs", "batch_size")
-    epochs: int | None = None  # None: 7 on Fashion-MNIST, 12 on image folders (see __post_init__)
-    batch_size: int | None = None  # None: 256 on Fashion-MNIST, 128 on image folders
-    accum_steps: int = 1
-    lr: float = 3.2e-2  # per 512 images (scaled by the effective batch size)
-    min_lr: float = 1e-5
-    warmup_epochs: float = 0.2
-    weight_decay: float = 0.05
-    layer_decay: float = 1.0
-    clip_grad: float = 5.0
-    ema_decay: float = 0.0
-    amp: str = "auto"  # auto: bf16 where the device computes it natively, else fp32 (train/precision.py)
+    # None: 7 on Fashion-MNIST, 12 on image folders (see __post_init__)
+    epochs: int | None = flag(None, "training epochs", resume=True)
+    # None: 256 on Fashion-MNIST, 128 on image folders
+    batch_size: int | None = flag(None, "images per step (per accumulation step)")
+    accum_steps: int = flag(1, "gradient accumulation steps")
+    lr: float = flag(3.2e-2, "learning rate per 512 images (scaled linearly by the batch size)", resume=True)
+    min_lr: float = flag(1e-5, "final learning rate of the cosine schedule", resume=True)
+    warmup_epochs: float = flag(0.2, "linear warmup length")
+    weight_decay: float = flag(0.05, "AdamW weight decay (not on 1-D params, biases, CPB, logit scales)")
+    layer_decay: float = flag(1.0, "layer-wise lr decay for fine-tuning (1 = off, 0.75-0.9 typical)")
+    clip_grad: float = flag(5.0, "gradient norm clip (0 = off)", resume=True)
+    ema_decay: float = flag(0.0, "EMA of weights decay per step (0 = off, e.g. 0.999)")
+    amp: str = flag(
+        "auto",
+        "mixed precision: auto (default: bf16 where the device computes it natively, else fp32), none, "
+        "bf16, fp16 (CUDA, with grad scaler)",
+        resume=True,
+    )
     amp_reason: str | None = None  # why the run computes in its amp: written when the run starts
-    skip_nonfinite: bool = False  # skip (and count) steps whose loss or gradient is NaN / Inf, not stop
+    skip_nonfinite: bool = flag(
+        False, "skip (and count) steps with a NaN / Inf loss or gradient instead of stopping", resume=True
+    )
     # run
-    seed: int = 0
-    device: str = "auto"
-    output: str | None = None
-    strategy: str = "single"  # under torchrun: ddp, zero (ZeRO-1 optimiser sharding) or fsdp (FSDP2)
-    meta_init: bool | None = None  # fsdp: build on the meta device (None: above 500M parameters)
-    dist_timeout: float = 900.0  # seconds a collective waits for the other ranks before the run stops
+    seed: int = flag(0, "random seed (runs are reproducible on CPU)")
+    device: str = flag("auto", "auto, cpu, cuda, cuda:N", resume=True)
+    output: str | None = flag(None, "run folder (default: runs/<timestamp>)")
+    strategy: str = flag(
+        "single",
+        "single, or under torchrun: ddp, zero (ZeRO-1: AdamW state sharded) or fsdp (FSDP2: parameters, "
+        "gradients and state sharded); --batch-size stays the global batch",
+        resume=True,
+    )
+    # None: on the meta device above 500M parameters
+    meta_init: bool | None = flag(
+        None,
+        "on/off: with fsdp, build the model on the meta device and initialise it sharded",
+        on_off=True,
+        resume=True,
+    )
+    dist_timeout: float = flag(
+        900.0, "seconds a collective waits for the other ranks before the run stops (default 900)", resume=True
+    )
+    # checkpoints (one at every epoch's end in any case)
+    checkpoint_every: int = flag(
+        0, "also checkpoint inside epochs, every N optimiser steps (0 = at epoch ends only)", resume=True
+    )
+    checkpoint_minutes: float = flag(
+        0.0, "also checkpoint inside epochs, once M minutes passed since the last one (0 = off)", resume=True
+    )
+    keep_checkpoints: int = flag(2, "checkpoints kept in the run folder, the newest (default 2)", resume=True)
 
     def __post_init__(self) -> None:
         # Short Fashion-MNIST schedules learn faster without translation or flips (+6 points top-1 after

@@ -22,15 +22,32 @@ def atomic_torch_save(obj: object, path: Path) -> None:
 
 
 def rng_state() -> dict:
-    # Tensors and tuples of ints only, so the checkpoint stays loadable with weights_only=True.
+    """This process's torch, CUDA, NumPy and Python generators, whole (a mid-epoch resume continues them).
+
+    Tensors, numbers and tuples only, so the checkpoint stays loadable with ``weights_only=True``."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, words, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-        "python": random.getstate()[1],
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_rest": (int(pos), int(has_gauss), float(gauss)),
+        "python": words,
+        "python_rest": (version, gauss_next),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Put back the generators :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, gauss = state["numpy_rest"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, gauss_next = state["python_rest"]
+    random.setstate((version, tuple(state["python"]), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def seed_everything(seed: int) -> None:

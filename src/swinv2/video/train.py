@@ -15,7 +15,7 @@ from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD, ClassificationData
 from ..data.moving import DIRECTIONS
 from ..train.loop import TopKScores, Trainer, model_overrides
 from ..train.precision import autocast
-from ..train.recipe import TrainRecipe
+from ..train.recipe import TrainRecipe, flag
 from ..weights.checkpoint import write_json
 from .data import ClipSampling, VideoClipDataset, moving_fashion_mnist_data, moving_fashion_mnist_val
 from .registry import create_video_model, get_video_config
@@ -28,15 +28,31 @@ class VideoRecipe(TrainRecipe):
     COMMAND = "swinv2 video train"
     STARTS_FROM = ("classify", "pretrain", "video")  # image weights are inflated
 
-    model: str = "swinv2_video_pico_window4x8_64"
-    window_size: tuple[int, int] | int | None = None  # (time, space): --window-size sets the space
-    num_frames: int | None = None  # None: the model's
-    frame_stride: int = 2  # real videos: every n-th frame
-    test_clips: int = 1  # real videos: temporal views at test time
-    test_crops: int = 1  # real videos: spatial views at test time (1 or 3)
+    # Clips carry their motion (no image augmentation) and video checkpoints their windows.
+    NOT_FLAGS = (
+        "crop", "hflip", "mixup", "cutmix", "randaugment", "random_erasing", "labels_per_class",
+        "pretrained_window_sizes",
+    )  # fmt: skip
+
+    model: str = flag(
+        "swinv2_video_pico_window4x8_64",
+        "video model (default swinv2_video_pico_window4x8_64; see `swinv2 video models`)",
+    )
+    data: str | None = flag(
+        None, "folder with train.csv and val.csv ('path,label' rows; default: Moving Fashion-MNIST)"
+    )
+    pretrained: str | None = flag(None, "video checkpoint, or an image SwinV2 checkpoint of this project to inflate")
+    # (time, space): --window-size sets the space
+    window_size: tuple[int, int] | int | None = flag(
+        None, "spatial attention window (the temporal one stays the model's)", kind=int
+    )
+    num_frames: int | None = flag(None, "frames per clip (default: the model's)")
+    frame_stride: int = flag(2, "real videos: take every n-th frame")
+    test_clips: int = flag(1, "real videos: temporal views averaged at test time")
+    test_crops: int = flag(1, "real videos: spatial views at test time (1 or 3)")
     train_limit: int | None = 12000  # Moving Fashion-MNIST: clips per epoch (drawn afresh from the seed)
     val_limit: int | None = 2000
-    epochs: int = 3  # 99.9% top-1 after the first epoch of a 10-epoch trial: direction is easy to see
+    epochs: int = 3  # direction is easy to see: a 10-epoch trial was near 100% after its first (docs/video.md)
     batch_size: int = 64
     lr: float = 1e-2  # per 512 clips
     warmup_epochs: float = 0.5
