@@ -2,7 +2,7 @@
 ``tests/test_reliability.py``, injected many more times, with every outcome counted.
 
     python tests/fault_campaign.py --output runs/faults [--kill-chains 20] [--rank-faults 3]
-        [--mid-epoch-chains 6] [--sections kills,mid_epoch_kills,...]
+        [--mid-epoch-chains 5] [--sections kills,mid_epoch_kills,...]
 
 Writes ``results.json`` and ``results.md`` (the table) in the output folder; takes about 13 minutes on
 2 cores. Every training process runs on one thread so that resumed runs can be compared bit for bit.
@@ -31,7 +31,6 @@ from faults import (
     PYTHON_M,
     SAVE_POINTS,
     TORCHRUN_M,
-    TRAIN_FLAGS,
     CreatesFile,
     RunsShell,
     broken_image_folder,
@@ -54,15 +53,16 @@ from test_reliability import InfGrad, NanLoss, recipe
 
 torch.set_num_threads(1)
 
-# Runs that checkpoint every 2 optimiser steps, killed anywhere: (command, flags, launcher) per task.
-STEPS = ["--checkpoint-every", "2"]
-SHORT = ["--train-limit", "256", "--val-limit", "64", "--epochs", "2", "--batch-size", "32", *STEPS]
+# Runs that checkpoint every 3 optimiser steps (32 an epoch, 2 epochs), killed at random moments of their
+# training: (command, flags, launcher) per task.
+STEPS = ["--epochs", "2", "--checkpoint-every", "3"]
+IMAGES = ["--train-limit", "2048", "--val-limit", "256", "--batch-size", "64", *STEPS]
 MID_EPOCH_TASKS = {
-    "classification": (("train",), [*TRAIN_FLAGS, *STEPS], PYTHON_M),
-    "classification, 2 loader workers": (("train",), [*TRAIN_FLAGS, *STEPS, "--workers", "2"], PYTHON_M),
-    "classification, ddp on 2 ranks": (("train",), [*TRAIN_FLAGS, *STEPS, "--strategy", "ddp"], TORCHRUN_M),
-    "SimMIM": (("pretrain",), SHORT, PYTHON_M),
-    "video": (("video", "train"), [*SHORT[:-4], "--batch-size", "8", *STEPS], PYTHON_M),
+    "classification": (("train",), IMAGES, PYTHON_M),
+    "classification, 2 loader workers": (("train",), [*IMAGES, "--workers", "2"], PYTHON_M),
+    "classification, ddp on 2 ranks": (("train",), [*IMAGES, "--strategy", "ddp"], TORCHRUN_M),
+    "SimMIM": (("pretrain",), IMAGES, PYTHON_M),
+    "video": (("video", "train"), ["--train-limit", "256", "--val-limit", "32", "--batch-size", "8", *STEPS], PYTHON_M),
 }
 
 
@@ -102,22 +102,24 @@ class Campaign:
                     f"({chains} runs; kills landed in {where})")  # fmt: skip
 
     def mid_epoch_kills(self, chains: int) -> None:
-        """kill -9 (the whole process group) at random moments of runs that checkpoint every 2 steps."""
+        """kill -9 (the whole process group) at random moments of runs that checkpoint every 3 steps."""
         for task, (command, flags, launcher) in MID_EPOCH_TASKS.items():
             ref = self.root / f"mid_ref_{task.split(',')[0]}_{len(self.rows)}"
-            # kills from just before the first checkpoint (start-up is most of a short run's life) to the end
-            first_save, span = timed_run(train_command(ref, flags, command, launcher), "checkpoint-*", ref)
+            # kills from just before the first checkpoint to the last epoch's (start-up and the final
+            # evaluation are the `kills` section's): the training part of the run's life
+            command_line = train_command(ref, flags, command, launcher)
+            first_save, last_save = timed_run(command_line, "checkpoint-*", ref, "checkpoint-0002.pt")
             outcome, landed, newest = Counter(), 0, Counter()
             for seed in range(chains):
                 out = ref.with_name(f"{ref.name}_kill_{seed}")
-                moments = kill_schedule(100 + seed, 1 + seed % 3, span, 0.8 * first_save)
+                moments = kill_schedule(100 + seed, 1 + seed % 3, last_save, 0.8 * first_save)
                 result = train_with_kills(out, moments, flags, command, launcher)
                 landed += result["kills"]
                 for files in result["on_disk"]:
                     newest[_newest(files)] += 1
                 outcome["identical to the uninterrupted run" if same_run(out, ref) else "DIFFERENT"] += 1
             where = ", ".join(f"{k}: {v}" for k, v in sorted(newest.items()))
-            fault = f"kill -9 at a random moment of a run checkpointing every 2 steps ({task}), then `--resume`"
+            fault = f"kill -9 while training, checkpoints every 3 steps ({task}), then `--resume`"
             self.record(fault, landed, outcome, f"({chains} runs; newest checkpoint at the kill: {where})")
 
     def save_deaths(self) -> None:
@@ -347,7 +349,7 @@ def main() -> None:
     parser.add_argument("--kill-chains", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5, help="damaged checkpoints, NaN / Inf positions")
     parser.add_argument("--rank-faults", type=int, default=3)
-    parser.add_argument("--mid-epoch-chains", type=int, default=6, help="killed runs per task, mid-epoch kills")
+    parser.add_argument("--mid-epoch-chains", type=int, default=5, help="killed runs per task, mid-epoch kills")
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ", ".join(SECTIONS)
     )

@@ -7,6 +7,7 @@ for bit (float reductions depend on the thread count).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -51,8 +52,9 @@ def run(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess
 
 
 def run_killed(command: list[str], after: float | None = None, until=None) -> bool:
-    """Start ``command`` and SIGKILL its whole process group (torchrun's agent and ranks at once, as a
-    lost node would) ``after`` seconds later, or once ``until()`` holds; False when it finished first."""
+    """Start ``command`` and SIGKILL it with every process it started (torchrun's agent and ranks at
+    once, as a lost node would) ``after`` seconds later, or once ``until()`` holds; False when it
+    finished first."""
     proc = subprocess.Popen(
         command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -66,9 +68,35 @@ def run_killed(command: list[str], after: float | None = None, until=None) -> bo
             time.sleep(0.01)
         return False
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
         proc.wait()
         return True
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it, as one lost node: torchrun starts each rank in a
+    session of its own, so killing the agent's process group alone would leave the ranks training."""
+    victims, frontier = [pid], [pid]
+    while frontier:
+        children = [c for parent in frontier for c in _children(parent)]
+        victims += children
+        frontier = children
+    for victim in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == parent:
+                found.append(int(entry.name))
+    return found
 
 
 def train_with_kills(
@@ -100,24 +128,26 @@ def kill_schedule(seed: int, kills: int, span: float, start: float = 0.2) -> lis
     return [rng.uniform(start, span) for _ in range(kills)]
 
 
-def timed_run(command: list[str], marker: str, output: Path) -> tuple[float, float]:
-    """Run ``command`` to its end: (seconds until a file matching ``marker`` appeared in ``output``,
-    seconds of its whole life)."""
+def timed_run(command: list[str], marker: str, output: Path, last: str) -> tuple[float, float]:
+    """Run ``command`` to its end: seconds until a file matching ``marker`` appeared in ``output``, and
+    until the file ``last`` did (the training part of its life)."""
     import tempfile
 
-    start, first = time.monotonic(), None
+    start, first, final = time.monotonic(), None, None
     with tempfile.TemporaryFile("w+") as log_file:
         proc = subprocess.Popen(command, env=ENV, stdout=log_file, stderr=subprocess.STDOUT, text=True)
         while proc.poll() is None:
             if first is None and output.is_dir() and any(output.glob(marker)):
                 first = time.monotonic() - start
+            if final is None and (output / last).exists():
+                final = time.monotonic() - start
             time.sleep(0.01)
         log_file.seek(0)
         log = log_file.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{command} failed:\n{log[-3000:]}")
     span = time.monotonic() - start
-    return (first if first is not None else span), span
+    return (first if first is not None else span), (final if final is not None else span)
 
 
 def same_run(run_dir: Path, ref: Path) -> bool:

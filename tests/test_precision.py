@@ -1,5 +1,5 @@
-"""``--amp auto`` follows the hardware: bf16 where the device computes it natively, fp32 elsewhere; an
-explicit bf16 on a CPU that emulates it runs, with one warning naming the slowdown."""
+"""``--amp auto`` follows the hardware: bf16 where the device computes it natively and faster than fp32,
+fp32 elsewhere; an explicit bf16 on a CPU that emulates it runs, with one warning naming the slowdown."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import sys
 import pytest
 import torch
 
-from swinv2.train.precision import AMP_MODES, autocast, bf16_support, cpu_bf16_support, resolve_amp
+from swinv2.train.precision import (
+    AMP_MODES,
+    BF16_MIN_SPEEDUP,
+    autocast,
+    bf16_support,
+    cpu_bf16_speedup,
+    cpu_bf16_support,
+    resolve_amp,
+)
 
 CPU = torch.device("cpu")
 # How a newer CPU imitates the AVX2 class (no native bf16): oneDNN is kept below AVX-512.
@@ -56,11 +64,29 @@ def test_auto_is_fp32_where_bf16_is_emulated_and_an_explicit_bf16_warns_once_wit
 @pytest.mark.skipif(
     not _cpu_flags() or "ONEDNN_MAX_CPU_ISA" in os.environ, reason="no AVX512_BF16 or AMX, or oneDNN kept off them"
 )
-def test_auto_is_bf16_where_the_cpu_computes_it_natively():
+def test_where_the_cpu_computes_bf16_natively_auto_follows_the_measured_speed():
     result = _probe("auto", "bf16")
     (auto, why), (bf16, _) = result["choices"]
-    assert auto == bf16 == "bf16" and why.startswith("auto: this CPU computes bf16 natively"), why
-    assert result["warnings"] == []
+    speedup = cpu_bf16_speedup()
+    print(f"bf16 products at {speedup:.2f}x fp32's speed here; auto chose {auto}: {why}")
+    assert bf16 == "bf16" and result["warnings"] == []  # native: an explicit bf16 runs without a warning
+    if speedup > 1.5 * BF16_MIN_SPEEDUP:  # far from the threshold, the probe in the subprocess agrees
+        assert auto == "bf16" and why.startswith("auto: this CPU computes bf16 natively"), why
+    elif speedup < BF16_MIN_SPEEDUP / 1.5:
+        assert auto == "none" and "x fp32's speed (a 512 x 512 product, measured now" in why, why
+
+
+@pytest.mark.parametrize(("speedup", "expected"), [(0.6, "none"), (1.19, "none"), (1.2, "bf16"), (3.0, "bf16")])
+def test_a_native_bf16_that_is_slower_than_fp32_is_not_chosen(monkeypatch, speedup, expected):
+    import swinv2.train.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: (True, "this CPU computes bf16 natively (X)"))
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
+    chosen = resolve_amp("auto", CPU)
+    assert chosen.amp == expected
+    if expected == "none":
+        assert f"but at {speedup:.2f}x fp32's speed" in chosen.reason and "bf16 needs 1.2x" in chosen.reason
+    assert resolve_amp("bf16", CPU).amp == "bf16"  # asked for, it is what runs
 
 
 def test_native_support_names_its_reason_and_agrees_with_the_cpu_flags():

@@ -2,15 +2,19 @@
 
 ``--amp auto`` (every train command's default) trains in bf16 where the device computes bf16 products
 natively (a CUDA device with bf16 support; a CPU with AVX512_BF16 or AMX that oneDNN is allowed to use)
-and in fp32 elsewhere. On other CPUs PyTorch emulates bf16 products, many times slower than fp32, so an
-explicit ``--amp bf16`` there still runs but warns once, with the slowdown measured on the spot.
+and faster than fp32 ones, and in fp32 elsewhere. A CPU can have AVX512_BF16 and still multiply bf16
+slower than fp32 (an Intel Xeon whose AMX the hypervisor hides does), so on the CPU a short probe, once
+per process, decides. Where PyTorch emulates bf16 products, many times slower than fp32, an explicit
+``--amp bf16`` still runs but warns once, with the slowdown measured on the spot.
 
 ``ONEDNN_MAX_CPU_ISA`` below AVX512_CORE_BF16 (how a newer CPU imitates an older one) counts as emulation.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -24,6 +28,8 @@ AMP_MODES = ("auto", "none", "bf16", "fp16")
 # oneDNN ISA names (ONEDNN_MAX_CPU_ISA) that compute bf16 products in hardware.
 BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX")
 _warned: set[str] = set()
+BF16_MIN_SPEEDUP = 1.2  # auto takes bf16 on a CPU only where its products run at least this much faster
+PROBE_SIZE = 512  # the probe's product: large enough for the kernels' steady speed, a few ms per call
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,15 @@ def resolve_amp(requested: str, device: torch.device) -> Precision:
         raise ValueError(f"--amp fp16 needs a CUDA device (this run is on {device}); use --amp bf16, auto or none")
     native, why = bf16_support(device)
     if requested == "auto":
-        return Precision("bf16", f"auto: {why}") if native else Precision("none", f"auto: fp32, since {why}")
+        if not native:
+            return Precision("none", f"auto: fp32, since {why}")
+        if device.type == "cpu" and (speedup := cpu_bf16_speedup()) < BF16_MIN_SPEEDUP:
+            return Precision(
+                "none",
+                f"auto: fp32, since {why} but at {speedup:.2f}x fp32's speed (a {PROBE_SIZE} x {PROBE_SIZE} "
+                f"product, measured now; bf16 needs {BF16_MIN_SPEEDUP}x)",
+            )
+        return Precision("bf16", f"auto: {why}")
     if requested == "bf16" and not native:
         warn_emulated_bf16(device, why)
         return Precision("bf16", f"--amp bf16, although {why}")
@@ -108,6 +122,26 @@ def product_seconds(device: torch.device, dtype: torch.dtype, n: int = 256, repe
             _sync(device)
             times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+@functools.cache
+def cpu_bf16_speedup(rounds: int = 9) -> float:
+    """How many times faster a bf16 product runs than an fp32 one on this CPU (once per process).
+
+    The two products alternate, and each keeps its fastest time: other work on the cores only ever adds
+    time, and alternating exposes both to the same load."""
+    a, b = torch.randn(PROBE_SIZE, PROBE_SIZE), torch.randn(PROBE_SIZE, PROBE_SIZE)
+    pairs = {torch.float32: (a, b), torch.bfloat16: (a.bfloat16(), b.bfloat16())}
+    best = dict.fromkeys(pairs, math.inf)
+    with torch.no_grad():
+        for x, y in pairs.values():
+            x @ y  # first call: kernel selection, allocation
+        for _ in range(rounds):
+            for dtype, (x, y) in pairs.items():
+                start = time.perf_counter()
+                x @ y
+                best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 def bf16_slowdown(device: torch.device) -> float:
