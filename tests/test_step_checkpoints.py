@@ -232,3 +232,14 @@ def test_a_compiled_run_trains_saves_the_modules_weights_and_resumes(tmp_path, m
     assert_identical(tmp_path / "cut", tmp_path / "whole")
     (branch,) = resume_each(tmp_path / "whole", ["checkpoint-0001-000002.pt"], tmp_path)
     assert_identical(branch, tmp_path / "whole")
+
+
+@needs_fmnist
+def test_checkpoint_minutes_saves_inside_the_epoch_once_the_time_has_passed(tmp_path):
+    # a clock of 60 us: every step of the 4-step epoch is past it, but the last (its epoch-end checkpoint)
+    kw = dict(BASE, train_limit=128, epochs=1, checkpoint_minutes=1e-6, keep_checkpoints=10)
+    fit(TrainRecipe(**kw, output=str(tmp_path / "timed")), progress=False)
+    positions = sorted(checkpoint_position(p) for p in checkpoints(tmp_path / "timed"))
+    assert positions == [(0, 1), (0, 2), (0, 3), (1, 0)]
+    fit(TrainRecipe(**{**kw, "checkpoint_minutes": 0.0}, output=str(tmp_path / "plain")), progress=False)
+    assert_identical(tmp_path / "timed", tmp_path / "plain")
