@@ -59,7 +59,7 @@ def nonfinite_message(what: str, epoch: int, batch: int, batches: int, recipe) -
     """Where the run broke, what was kept, and the usual remedies."""
     run_dir, last = _last_checkpoint(recipe)
     return (
-        f"non-finite {what} at epoch {epoch}, batch {batch} of {batches}; stopped without saving this epoch "
+        f"non-finite {what} at epoch {epoch}, batch {batch} of {batches}; stopped without saving this step "
         f"({last}). Remedies: a lower --lr, gradient clipping (--clip-grad 5), --amp bf16 instead of fp16, "
         f"then --resume {run_dir}; or --skip-nonfinite to skip such steps and count them."
     )
@@ -295,7 +295,7 @@ class Trainer:
             share = self.dist.share(i, labels, len(self.data.train), r.batch_size)
             loss = self.loss(images, share.labels)
             value = loss.item()
-            if self._nonfinite(value, f"loss {value}", i, len(loader)):
+            if self._nonfinite(value, f"loss {value}", i, batches):
                 pass  # skipped (--skip-nonfinite): no backward; the step below uses the window's other batches
             elif share.real == 0 and self.dist.world == 1:
                 pass  # nothing readable in this batch (counted by the dataset)

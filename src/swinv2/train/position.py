@@ -101,8 +101,10 @@ def sample_seed(seed: int, index: int) -> int:
 
 class SeededSamples(Dataset):
     """``dataset`` with every sample's random draws seeded from (``seed``, its index), for loader
-    workers: the augmentation of sample ``i`` is then the same whatever the worker count, the world
-    size, or the batches a worker loaded before (a resumed epoch)."""
+    workers: the augmentation of sample ``i`` is then the same whatever the (non-zero) worker count, the
+    world size, or the batches a worker loaded before (a resumed epoch). Without workers the samples
+    draw from the main process's stream, which the checkpoint holds; so a resume that switches between
+    ``--workers 0`` and more continues with other draws."""
 
     def __init__(self, dataset: Dataset, seed: int):
         self.dataset, self.seed = dataset, seed

@@ -41,13 +41,14 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     """Put back the generators :func:`rng_state` saved."""
-    torch.set_rng_state(state["torch"])
+    # a checkpoint read with map_location="cuda" holds them on the GPU; generator states live on the CPU
+    torch.set_rng_state(state["torch"].cpu())
     pos, has_gauss, gauss = state["numpy_rest"]
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    np.random.set_state(("MT19937", state["numpy"].cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, gauss_next = state["python_rest"]
     random.setstate((version, tuple(state["python"]), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def seed_everything(seed: int) -> None:
