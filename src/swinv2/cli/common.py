@@ -78,12 +78,13 @@ def _kind(meta, annotation: str) -> tuple[Callable, str | None]:
     base = annotation.replace(" | None", "").strip()
     if base == "bool":
         return (on_off if meta["on_off"] else bool), None
-    if base.startswith("tuple[") and base.endswith(", ...]"):
-        return {"int": int, "float": float, "str": str}[base[len("tuple[") : -len(", ...]")]], "+"
+    nargs = None
+    if base.startswith("tuple[") and base.endswith(", ...]"):  # several values, each of the item type
+        base, nargs = base[len("tuple[") : -len(", ...]")], "+"
     types = {"int": int, "float": float, "str": str}
     if base not in types:
         raise TypeError(f"a flag needs a kind= for a field annotated {annotation!r}")
-    return types[base], None
+    return types[base], nargs
 
 
 def train_flags() -> dict[str, Flag]:

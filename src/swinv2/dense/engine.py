@@ -22,16 +22,10 @@ from ..data.decode import UnreadableImage, read_image
 from ..errors import NonFiniteLossError
 from ..runs import expect_run
 from ..train.checkpoints import latest_valid, load_state, write_checkpoint
-from ..train.loop import (
-    check_run_dir,
-    create_run_dir,
-    epoch_notes,
-    nonfinite_message,
-    resolve_device,
-    settle_precision,
-)
+from ..train.loop import epoch_notes, nonfinite_message, resolve_device, settle_precision
 from ..train.optim import WarmupCosine, build_optimizer
 from ..train.precision import autocast
+from ..train.run_folder import check_run_dir, create_run_dir
 from ..train.state import append_metrics, plot_curves, read_metrics, seed_everything, truncate_metrics
 from ..weights.checkpoint import check_compatible, read_checkpoint, save_weights, write_json
 from .recipe import DenseRecipe

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import math
 import os
 import random
@@ -54,7 +53,7 @@ from .checkpoints import (
 from .optim import build_optimizer
 from .position import SkipBatches
 from .recipe import TrainRecipe
-from .state import atomic_torch_save
+from .state import atomic_torch_save, derived_seed
 
 TRAINER_STATE = "trainer.pt"  # epoch, schedule, scaler, RNG and recipe, next to the DCP shards
 META_INIT_PARAMS = 500_000_000  # fsdp builds larger models on the meta device unless told otherwise
@@ -108,9 +107,7 @@ class Padded(Dataset):
 
 def rank_seed(seed: int, rank: int) -> int:
     """Rank 0 keeps ``seed`` (a one-process run's random numbers); other ranks get unrelated streams."""
-    if rank == 0:
-        return seed
-    return int.from_bytes(hashlib.sha256(f"{seed}/{rank}".encode()).digest()[:7], "little")
+    return seed if rank == 0 else derived_seed(seed, rank)
 
 
 def _seed_worker(worker_id: int, rank: int) -> None:

@@ -25,12 +25,13 @@ from ..models.preprocess import Preprocessing
 from ..models.registry import get_config
 from ..pretrained.factory import create_model
 from ..weights.checkpoint import check_compatible, refuse_partial_start, save_weights, write_json
-from .checkpoints import LEGACY_DCP, LEGACY_PT, checkpoints
+from .checkpoints import checkpoints
 from .distributed import Distributed
 from .optim import WarmupCosine
-from .position import CheckpointClock, EpochPosition, RankProgress, SeededSamples, rank_progress
+from .position import CheckpointClock, EpochPosition, RankProgress, SeededSamples
 from .precision import autocast, resolve_amp
 from .recipe import TrainRecipe
+from .run_folder import check_resumed_epochs, check_run_dir, claim_run_dir, create_run_dir
 from .state import append_metrics, plot_curves, read_metrics, rng_state, seed_everything, truncate_metrics
 
 log = logging.getLogger("swinv2")
@@ -308,13 +309,8 @@ class Trainer:
                 self._optimizer_step(i, batches)
                 steps += 1
                 if checkpoint is not None and i + 1 < batches and self._checkpoint_due(steps):
-                    progress_now = rank_progress(total_loss, seen)
-                    elapsed = time.perf_counter() - start
-                    ranks = self.dist.gather(progress_now)
-                    self.position = EpochPosition(i + 1, steps, self.skipped_steps, elapsed, ranks)
-                    checkpoint()
-                    self.position = None
-                    self.clock.reset()
+                    here = EpochPosition(i + 1, steps, self.skipped_steps, time.perf_counter() - start)
+                    self._save_inside_epoch(here, RankProgress(total_loss, seen, rng_state()), checkpoint)
             bar.update(share.batch)
             bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", lr=f"{self.scheduler.lr:.2e}")
         bar.close()
@@ -325,6 +321,14 @@ class Trainer:
         if r.skip_nonfinite:
             stats["skipped_steps"] = self.skipped_steps
         return stats
+
+    def _save_inside_epoch(self, here: EpochPosition, mine: RankProgress, checkpoint: Callable[[], None]) -> None:
+        """``checkpoint()`` with ``here`` and every rank's running totals and generators in the state."""
+        here.ranks = self.dist.gather(mine)
+        self.position = here
+        checkpoint()
+        self.position = None
+        self.clock.reset()
 
     def _checkpoint_due(self, steps: int) -> bool:
         """Whether the ``steps``-th optimiser step of this epoch ends with a checkpoint; every rank agrees
@@ -382,67 +386,6 @@ class Trainer:
 
     def finish(self, run_dir: Path, wall_start: float) -> dict | None:
         return finish(run_dir, self.recipe, self, self.data, wall_start)
-
-
-# What a finished run leaves besides its checkpoints (which may have been deleted to save space).
-RUN_RESULTS = ("model.safetensors", "summary.json")
-
-
-def check_run_dir(recipe: TrainRecipe, resume: bool) -> Path:
-    """The run folder (``recipe.output``, else a timestamped one), refusing to start over a saved run,
-    finished or not. Creates nothing: a run that fails validation leaves no folder behind."""
-    run_dir = Path(recipe.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    for folder in (run_dir, *run_dir.parents):
-        if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(f"--output {run_dir}: {folder} is a file, expected a folder")
-    saved = checkpoints(run_dir) or (run_dir / LEGACY_PT).is_file() or (run_dir / LEGACY_DCP).is_dir()
-    finished = any((run_dir / name).is_file() for name in RUN_RESULTS)
-    if not resume and (saved or finished):
-        raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --output")
-    if resume and finished and not saved:
-        raise FileNotFoundError(
-            f"{run_dir} holds a finished run's weights but no checkpoint to resume from; fine-tune from them "
-            f"with --pretrained {run_dir / RUN_RESULTS[0]} and another --output"
-        )
-    recipe.output = str(run_dir)
-    return run_dir
-
-
-def claim_run_dir(name: str) -> str:
-    """Create the default (timestamped) run folder exclusively: two runs started in the same second
-    get ``name`` and ``name-2`` instead of writing into one folder."""
-    for n in range(1, 1000):
-        candidate = name if n == 1 else f"{name}-{n}"
-        try:
-            Path(candidate).mkdir(parents=True)
-            return candidate
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{name}: no free run folder name; give --output")
-
-
-def create_run_dir(recipe: TrainRecipe, main: bool = True) -> Path:
-    """Create the run folder with the resolved recipe (written by the ``main`` process only)."""
-    run_dir = Path(recipe.output)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        recipe.save(run_dir / "config.json")
-    return run_dir
-
-
-def check_resumed_epochs(recipe: TrainRecipe, done: int, run_dir: Path, inside: bool = False) -> None:
-    """A resume may extend a run, not cut it below the epochs its checkpoint already holds (nor end it
-    inside the epoch a mid-epoch checkpoint is in)."""
-    if inside and recipe.epochs <= done:
-        raise ValueError(
-            f"{run_dir} stopped inside epoch {done + 1}; --epochs {recipe.epochs} would end it before its "
-            f"checkpoint (give --epochs {done + 1} or more)"
-        )
-    if recipe.epochs < done:
-        raise ValueError(
-            f"{run_dir} has trained {done} epochs; --epochs {recipe.epochs} would end it before its checkpoint "
-            f"(give --epochs {done} or more, or start a new run from its weights with --pretrained)"
-        )
 
 
 def settle_precision(recipe, device: torch.device, broadcast: Callable[[object], object] = lambda obj: obj) -> None:

@@ -10,7 +10,7 @@ so a resumed epoch augments every remaining sample as the uninterrupted one did.
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import logging
 import random
 import time
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .state import rng_state, seed_everything, set_rng_state
+from .state import derived_seed, seed_everything, set_rng_state
 
 log = logging.getLogger("swinv2")
 
@@ -68,14 +68,10 @@ class EpochPosition:
             len(self.ranks),
             world,
         )
-        seed_everything(sample_seed(epoch_seed + self.batches, rank))
+        seed_everything(derived_seed(epoch_seed + self.batches, rank))
         if rank:
             return RankProgress()
         return RankProgress(sum(r.total_loss for r in self.ranks), sum(r.seen for r in self.ranks))
-
-
-def rank_progress(total_loss: float, seen: int) -> RankProgress:
-    return RankProgress(total_loss, seen, rng_state())
 
 
 class SkipBatches(Sampler[list[int]]):
@@ -86,17 +82,10 @@ class SkipBatches(Sampler[list[int]]):
         self.batches, self.start = batches, start
 
     def __iter__(self) -> Iterator[list[int]]:
-        for i, batch in enumerate(self.batches):
-            if i >= self.start:
-                yield batch
+        return itertools.islice(iter(self.batches), self.start, None)
 
     def __len__(self) -> int:
         return max(len(self.batches) - self.start, 0)  # type: ignore[arg-type]
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """An unrelated 63-bit seed for every (seed, index) pair."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:8], "little") >> 1
 
 
 class SeededSamples(Dataset):
@@ -113,7 +102,7 @@ class SeededSamples(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int):
-        seed = sample_seed(self.seed, index)
+        seed = derived_seed(self.seed, index)
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)

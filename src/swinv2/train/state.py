@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -49,6 +50,11 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(state["python"]), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def derived_seed(seed: int, key: object) -> int:
+    """A 56-bit seed unrelated to ``seed`` and to every other ``key`` (a rank, a sample index)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{key}".encode()).digest()[:7], "little")
 
 
 def seed_everything(seed: int) -> None:
