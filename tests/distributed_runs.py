@@ -1,7 +1,8 @@
 """Worker of tests/test_distributed.py, started by torchrun: several short ``fit`` calls in one launch.
 
 ``python -m torch.distributed.run --nproc_per_node 2 tests/distributed_runs.py PLAN.json``; the plan is a
-list of ``{"kind": "fit" | "resume" | "pretrain" | "video", "recipe": {...}, "stop_after": n}``,
+list of ``{"kind": "fit" | "resume" | "pretrain" | "video" | "dense" | "dense_resume", "recipe": {...},
+"stop_after": n}``,
 ``{"kind": "cli", "args": [...]}`` (``swinv2 ...`` through :func:`swinv2.cli.main`) or
 ``{"kind": "branch", "source": ..., "checkpoint": ..., "target": ...}`` (a copy of a run cut at one of
 its checkpoints, see ``helpers.branch_run``). One process group serves
@@ -40,6 +41,15 @@ def run(step: dict) -> None:
         fit(dataclasses.replace(saved, **recipe), resume=True, progress=False)
     elif kind == "pretrain":
         pretrain(PretrainRecipe(**recipe), stop_after=step.get("stop_after"), progress=False)
+    elif kind in ("dense", "dense_resume"):
+        from swinv2.dense.engine import fit_dense
+        from swinv2.dense.recipe import DenseRecipe
+
+        if kind == "dense_resume":
+            saved = DenseRecipe.load(Path(recipe["output"]) / "config.json")
+            fit_dense(dataclasses.replace(saved, **recipe), resume=True, progress=False)
+        else:
+            fit_dense(DenseRecipe(**recipe), stop_after=step.get("stop_after"), progress=False)
     elif kind == "video":
         from swinv2.video.train import VideoRecipe, VideoTrainer
 

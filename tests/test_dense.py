@@ -18,7 +18,8 @@ from swinv2.data.scenes import SceneSpec, ensure_scenes
 from swinv2.dense.backbone import SwinV2Backbone, create_backbone
 from swinv2.dense.data import CocoDetectionData, SegmentationFolder, SplitPaths, find_split
 from swinv2.dense.detection import build_detector
-from swinv2.dense.engine import fit_dense, load_run
+from swinv2.dense.engine import fit_dense
+from swinv2.dense.inference import load_run
 from swinv2.dense.recipe import DenseRecipe
 from swinv2.dense.roi_align import GatherMultiScaleRoIAlign
 from swinv2.dense.segmentation import ConfusionMatrix, Segmenter, slide_inference
@@ -256,7 +257,7 @@ def test_dense_run_folder_resume_and_2x_test(task, scenes, tmp_path):
         assert (run_dir / name).is_file(), name
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
     run = load_run(run_dir, test_size=128, test_window=16)
-    assert run.task._backbone(run.model).cfg.window_size == 16
+    assert run.task.backbone_of(run.model).cfg.window_size == 16
     assert 0 <= run.evaluate()[metric] <= 100
 
 
@@ -333,13 +334,13 @@ def test_prediction_pictures_of_different_sizes_tile_into_one_grid(tmp_path):
 
     from PIL import Image
 
-    from swinv2.dense import engine
+    from swinv2.dense import inference
 
     drawn = [torch.full((3, 40, 50), 10, dtype=torch.uint8), torch.full((3, 64, 30), 200, dtype=torch.uint8)]
     task = SimpleNamespace(draw=lambda model, images, device: drawn)
     recipe = SimpleNamespace(pictures=2, amp="none")
     run = SimpleNamespace(recipe=recipe, val_set=[(None, 0)] * 2, device=torch.device("cpu"), task=task, model=None)
-    path = engine.draw_predictions(run, tmp_path / "p.png")
+    path = inference.draw_predictions(run, tmp_path / "p.png")
     assert Image.open(path).size == (2 + 2 * (50 + 2), 2 + 64 + 2)  # two tiles padded to 64 x 50
 
 

@@ -84,7 +84,22 @@ def test_what_a_resume_may_change_is_read_from_the_fields():
         "checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "compile",
     }  # fmt: skip
     dense = {name for name, f in recipe_flags(DenseRecipe).items() if f.resume}
-    assert dense == {"epochs", "lr", "min_lr", "clip_grad", "amp", "skip_nonfinite", "device", "workers"}
+    assert dense == resumable  # one engine: a dense run resumes with the same flags
+
+
+def test_dense_commands_take_the_engines_flags_and_not_classifications():
+    train = set(recipe_flags(TrainRecipe))
+    for task in ("detect", "segment"):
+        others = tuple(n for t, names in DenseRecipe.TASK_ONLY.items() if t != task for n in names)
+        dense = set(recipe_flags(DenseRecipe, skip=others))
+        engine = {"strategy", "ema_decay", "accum_steps", "compile", "checkpoint_every", "grad_checkpointing"}
+        assert engine <= dense, engine - dense
+        assert not dense & {"mixup", "cutmix", "crop", "randaugment", "label_smoothing", "layer_decay"}
+        assert train - dense == set(DenseRecipe.NOT_FLAGS) - {"model_overrides"}, train - dense
+    args = build_parser().parse_args(["detect", "train", "--strategy", "ddp", "--ema-decay", "0.99", "--compile", "on"])
+    assert (args.strategy, args.ema_decay, args.compile) == ("ddp", 0.99, True)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["segment", "train", "--mixup", "0.2"])
 
 
 def test_a_new_recipe_field_becomes_a_flag_and_an_unparseable_one_is_refused():

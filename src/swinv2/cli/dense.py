@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ..dense.engine import load_run
+    from ..dense.inference import load_run
 
     expect_run(args.run, (args.task,), f"`swinv2 {args.task} eval`")
     changes = {k: getattr(args, k) for k in ("test_size", "test_window", "data", "val_limit", "device")}
@@ -79,7 +79,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ..dense.engine import load_run, predict_files
+    from ..dense.inference import load_run, predict_files
 
     expect_run(args.run, (args.task,), f"`swinv2 {args.task} predict`")
     run = load_run(args.run, test_size=args.test_size, test_window=args.test_window, device=args.device)

@@ -68,6 +68,15 @@ class SwinV2Backbone(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self._body[0].set_grad_checkpointing(enable)
 
+    def set_memory_savers(
+        self, checkpointing: bool, sequential_attention: bool | int, sequential_mlp: bool | int
+    ) -> None:
+        """The memory savers of ``swinv2 train`` (docs/scale.md): same results, less memory, more compute."""
+        body = self._body[0]
+        body.set_grad_checkpointing(checkpointing)
+        body.set_sequential_attention(sequential_attention)
+        body.set_sequential_mlp(sequential_mlp)
+
     def no_weight_decay(self) -> set[str]:
         return self._body[0].no_weight_decay()
 

@@ -1,365 +1,179 @@
-"""Train, evaluate and predict for dense tasks, with the run folder of ``swinv2 train``: resolved recipe,
-``metrics.jsonl``, a checksummed checkpoint per epoch, ``--resume``, progress bars, ``summary.json``,
-curves and prediction pictures."""
+"""Detection and segmentation on the training engine of ``swinv2 train``.
+
+:class:`DenseTrainer` is :class:`~swinv2.train.loop.Trainer` with a dense task's data, model, loss, metrics
+and pictures, so a dense run has the engine's strategies (ddp, zero, fsdp under torchrun), AMP, EMA,
+accumulation, memory savers, ``--compile``, step checkpoints with exact mid-epoch resume, the NaN
+policy and the run folder (``metrics.jsonl``, ``summary.json``, curves) of every other task.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
-from ..data.datasets import first_readable, take_unreadable
-from ..data.decode import UnreadableImage, read_image
-from ..errors import NonFiniteLossError
-from ..runs import expect_run
-from ..train.checkpoints import latest_valid, load_state, write_checkpoint
-from ..train.loop import epoch_notes, nonfinite_message, resolve_device, settle_precision
-from ..train.optim import WarmupCosine, build_optimizer
+from ..data.datasets import first_readable
+from ..train.distributed import PAD, Share
+from ..train.loop import Trainer, fit
 from ..train.precision import autocast
-from ..train.run_folder import check_run_dir, create_run_dir
-from ..train.state import append_metrics, plot_curves, read_metrics, seed_everything, truncate_metrics
-from ..weights.checkpoint import check_compatible, read_checkpoint, save_weights, write_json
+from ..train.state import plot_curves, read_metrics, seed_everything
+from ..weights.checkpoint import save_weights, write_json
+from .inference import DenseRun, draw_predictions
 from .recipe import DenseRecipe
-from .tasks import MEAN, STD, DenseTask, make_task
+from .segmentation import synchronize_batchnorm
+from .tasks import DenseTask, make_task
 
-log = logging.getLogger("swinv2")
+
+@dataclass
+class DenseData:
+    """A dense task's datasets, what the trainer reads of a classification run's data."""
+
+    task: DenseTask
+    train: Dataset
+    val: Dataset
+    classes: tuple[str, ...]
+    name: str
+    train_batch_transform = None
+    val_batch_transform = None
 
 
-class DenseRun:
-    """One run's task, data, model, optimiser and schedule.
+class DenseCollate:
+    """The task's batch of the samples that could be read, with their count. Unreadable files and the
+    padding sample of a rank whose slice of the batch is empty are left out; a batch left with nothing
+    becomes the dataset's first readable sample with count 0, which the loop gives zero weight (every
+    rank of a distributed run still takes part in each step)."""
 
-    ``classes`` (a finished run's, from its weights file) skips the training data, which then need not
-    exist: the model is built for them and the validation set is read only if :meth:`evaluate` runs.
-    """
+    def __init__(self, collate, dataset: Dataset):
+        self.collate, self.dataset = collate, dataset
 
-    def __init__(self, recipe: DenseRecipe, device: torch.device, classes: list[str] | None = None):
-        self.recipe, self.device = recipe, device
-        self.task: DenseTask = make_task(recipe)
-        self.epoch = 0
-        if classes is None:
-            self.train_set, self._val_set = self.task.datasets()
-        else:
-            self.train_set, self._val_set, self.task.classes = None, None, list(classes)
-        self.model = self.task.build_model().to(device)
-        if self.train_set is not None:
-            self._init_optimisation()
+    def __call__(self, samples: list) -> tuple[object, int]:
+        kept = [s for s in samples if s is not None and not (isinstance(s[1], int) and s[1] == PAD)]
+        if kept:
+            return self.collate(kept), len(kept)
+        return self.collate([first_readable(self.dataset)]), 0
 
-    def _init_optimisation(self) -> None:
-        r = self.recipe
-        self.optimizer = build_optimizer(self.model, r.lr, r.weight_decay)
-        self.steps_per_epoch = len(self.loader(self.train_set, train=True))
-        self.scheduler = WarmupCosine(
-            self.optimizer,
-            r.lr,
-            r.min_lr,
-            total=r.epochs * self.steps_per_epoch,
-            warmup=int(r.warmup_epochs * self.steps_per_epoch),
-        )
+
+class DenseTrainer(Trainer):
+    """The engine's trainer for ``recipe.task`` (detect or segment)."""
+
+    learns_classes = False  # a detector of one category is a detector
+
+    def __init__(self, recipe: DenseRecipe, data: DenseData, device: torch.device, dist=None):
+        self.task = data.task
+        super().__init__(recipe, data, device, dist)
+
+    @staticmethod
+    def build_data(recipe: DenseRecipe) -> DenseData:
+        task = make_task(recipe)
+        train, val = task.datasets()
+        return DenseData(task, train, val, tuple(task.classes), f"{task.root} ({recipe.task})")
+
+    def build_model(self) -> nn.Module:
+        seed_everything(self.recipe.seed)  # the initial weights follow the seed alone, not what reading the data drew
+        model = self.task.build_model()
+        if self.dist.world > 1:  # BatchNorm over the global batch, as one process computes it
+            synchronize_batchnorm(model)
+        return model
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """The backbone compiled in place (its state-dict names stay); the heads, whose proposal counts
+        change every step, stay eager."""
+        self.task.backbone_of(self.module).compile()
+        return model
 
     @property
-    def val_set(self):
-        """The validation set, read on first use (predicting reads no data)."""
-        if self._val_set is None:
-            self._val_set = self.task.val_dataset()
-        return self._val_set
+    def drop_last(self) -> bool:
+        # an incomplete last batch is dropped (as detectron2 and mmseg do): none of 1 image, none smaller than
+        # the rest; a training set of at most one batch is kept whole (UperNet's BatchNorm trains on 1 image)
+        return len(self.data.train) > self.recipe.batch_size
 
-    def loader(self, dataset, train: bool, seed: int = 0) -> DataLoader:
-        gen = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            dataset,
-            batch_size=self.recipe.batch_size,
-            shuffle=train,
-            generator=gen,
-            # an incomplete last batch is dropped (as detectron2 and mmseg do): none of 1 image, none smaller than
-            # the rest; a training set of at most one batch is kept whole (UperNet's BatchNorm trains on 1 image)
-            drop_last=train and len(dataset) > self.recipe.batch_size,
-            num_workers=self.recipe.workers,
-            collate_fn=self.task.collate,
-        )
+    def train_batches(self) -> int:
+        n, batch = len(self.data.train), self.recipe.batch_size
+        return n // batch if self.drop_last else math.ceil(n / batch)
 
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-        }
+    @property
+    def eval_batch_size(self) -> int:
+        return self.recipe.batch_size
 
-    def load_state_dict(self, state: dict) -> None:
-        check_compatible(self.model.state_dict(), state["model"], "the checkpoint's model")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = int(state["epoch"])
+    def collate(self, dataset: Dataset) -> DenseCollate:
+        return DenseCollate(self.task.collate, dataset)
 
-    def train_epoch(self, progress: bool) -> dict:
-        """One pass; RNGs are re-seeded from (seed, epoch) so a resumed run repeats an uninterrupted one."""
-        r = self.recipe
-        seed = r.seed * 100_003 + self.epoch
-        seed_everything(seed)
-        self.model.train()
-        loader = self.loader(self.train_set, train=True, seed=seed)
-        sums: dict[str, float] = {}
-        start, seen = time.perf_counter(), 0
-        bar = tqdm(
-            loader, desc=f"epoch {self.epoch + 1}/{r.epochs}", leave=False, file=sys.stderr, disable=not progress
-        )
-        skipped = 0
-        for i, batch in enumerate(bar):
-            if batch is None:  # no file of this batch could be read (the dataset counts them)
-                self.scheduler.step()
-                continue
-            with autocast(self.device, r.amp):
-                loss, parts = self.task.loss(self.model, batch, self.device)
-            value = loss.item()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self._finite(value, f"loss {value} ({parts})", i, len(loader)):
-                loss.backward()
-                norm = nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_grad or math.inf)
-                if self._finite(float(norm), f"gradient norm {float(norm)}", i, len(loader)):
-                    self.optimizer.step()
-                    n = len(batch[0])
-                    seen += n
-                    for k, v in {"train_loss": value, **parts}.items():
-                        sums[k] = sums.get(k, 0.0) + v * n
-                    bar.set_postfix(loss=f"{sums['train_loss'] / seen:.3f}")
-                else:
-                    skipped += 1
-            else:
-                skipped += 1
-            self.scheduler.step()
-        self.epoch += 1
-        stats = {**{k: v / seen for k, v in sums.items()}} if seen else {"train_loss": math.nan}
-        stats.update(seconds=time.perf_counter() - start, images=seen)
-        if r.skip_nonfinite:
-            stats["skipped_steps"] = skipped
-        return stats
-
-    def _finite(self, value: float, what: str, batch: int, batches: int) -> bool:
-        """True for a finite ``value``; False when --skip-nonfinite skips it; else the run stops."""
-        if math.isfinite(value):
-            return True
-        if self.recipe.skip_nonfinite:
-            return False
-        raise NonFiniteLossError(nonfinite_message(what, self.epoch + 1, batch + 1, batches, self.recipe))
+    def batch_loss(self, index: int, batch) -> tuple[torch.Tensor, Share, dict[str, float]]:
+        samples, real = batch
+        share = self.dist.share_of(index, real, len(self.data.train), self.recipe.batch_size)
+        if real == 0 and self.dist.world == 1:  # nothing readable, and no rank to keep in step
+            return torch.zeros((), device=self.device), share, {}
+        if self.dist.world > 1:  # this rank's part of what the one-process loss averages over
+            units = self.task.loss_units(samples) if real else 0
+            total = self.dist.all_reduce_sum(float(units))[0]
+            share = share._replace(weight=self.dist.world * units / total if total else 0.0)
+        with autocast(self.device, self.recipe.amp):
+            loss, parts = self.task.loss(self.model, samples, self.device)
+        return loss, share, parts
 
     def evaluate(self) -> dict:
-        with autocast(self.device, self.recipe.amp):
-            return self.task.evaluate(self.model, self.loader(self.val_set, train=False), self.device)
+        """The task's metrics on the whole validation set (every rank scores all of it: COCO scoring and
+        the confusion matrix then need no gathering, and sharded models stay in step)."""
+        return self.run_view().evaluate()
+
+    def run_view(self) -> DenseRun:
+        """The evaluated model (EMA when on) as a finished run's, for scoring and pictures."""
+        return DenseRun(self.recipe, self.device, self.task, self.eval_model, self.data.val)
+
+    def epoch_line(self, row: dict) -> str:
+        metric = self.task.main_metric
+        return (
+            f"loss {row['train_loss']:.4f}  {metric} {row[metric]:.2f}  {row['img_per_s']:.1f} img/s  "
+            f"{row['seconds']:.0f}s"
+        )
+
+    def finish(self, run_dir: Path, wall_start: float) -> dict | None:
+        """Final weights (EMA if on), ``summary.json``, curves and ``predictions.png``; every rank calls it
+        (fsdp gathers the weights and draws with all ranks), rank 0 writes and returns the summary."""
+        recipe = self.recipe
+        tensors = self.dist.full_state_dict(self.eval_model)
+        pictures = draw_predictions(self.run_view(), run_dir / "predictions.png", save=self.dist.is_main)
+        if not self.dist.is_main:
+            return None
+        meta = {"task": recipe.task, "classes": json.dumps(self.task.classes), "recipe": json.dumps(recipe.to_dict())}
+        save_weights(self.eval_model, run_dir / "model.safetensors", meta, tensors)
+        rows = read_metrics(run_dir)
+        per_epoch = ("epoch", "lr", "seconds", "images", "img_per_s")
+        summary = {
+            "task": recipe.task,
+            "model": recipe.model,
+            "data": str(self.task.root),
+            **{k: v for k, v in rows[-1].items() if k not in per_epoch},
+            "epochs": self.epoch,
+            "train_images": len(self.data.train),
+            "eval_images": len(self.data.val),
+            "train_seconds": sum(r["seconds"] for r in rows),
+            "wall_seconds_this_invocation": time.perf_counter() - wall_start,
+            "params": sum(p.numel() for p in self.module.parameters()),
+            "ema": bool(recipe.ema_decay),
+        }
+        write_json(run_dir / "summary.json", summary)
+        plot_curves(run_dir, self.task.metrics)
+        metric = self.task.main_metric
+        drawn = f", pictures in {pictures.name}" if pictures else ""
+        print(
+            f"done: {metric} {summary[metric]:.2f}  in {summary['train_seconds']:.0f}s of training -> {run_dir}{drawn}"
+        )
+        return summary
 
 
-def fit_dense(recipe: DenseRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True):
-    """Train per ``recipe`` into its run folder (continuing the run there with ``resume``).
+def fit_dense(
+    recipe: DenseRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True
+) -> dict | None:
+    """Train per ``recipe`` into its run folder (continuing the run there with ``resume``); under
+    torchrun, ``recipe.strategy`` spreads it over the processes.
 
     Returns the summary, or None when ``stop_after`` epochs ended this invocation early.
     """
-    wall = time.perf_counter()
-    run_dir = check_run_dir(recipe, resume)
-    if recipe.data:  # config.json names the data wherever the run is resumed or evaluated from
-        recipe.data = str(Path(recipe.data).resolve())
-    device = resolve_device(recipe.device)
-    settle_precision(recipe, device)
-    seed_everything(recipe.seed)
-    run = DenseRun(recipe, device)
-    for split, dataset in (("train", run.train_set), ("val", run.val_set)):  # else the folder outlives the error
-        first_readable(dataset, f"the {split} split of {run.task.root}")
-    create_run_dir(recipe)
-    if resume and (checkpoint := latest_valid(run_dir)) is not None:
-        run.load_state_dict(load_state(checkpoint, run.device))
-        print(f"resuming {run_dir} after epoch {run.epoch}")
-    truncate_metrics(run_dir, run.epoch)
-    params = sum(p.numel() for p in run.model.parameters())
-    print(
-        f"{recipe.task} with {recipe.model} ({params / 1e6:.2f}M params): {len(run.train_set)} train / "
-        f"{len(run.val_set)} val images from {run.task.root}, {recipe.epochs} epochs x {run.steps_per_epoch} steps, "
-        f"{run.device}, amp {recipe.amp} ({recipe.amp_reason})"
-    )
-    done = 0
-    metric = run.task.main_metric
-    while run.epoch < recipe.epochs:
-        stats = run.train_epoch(progress)
-        row = {"epoch": run.epoch, "lr": run.scheduler.lr, **stats, **run.evaluate()}
-        unreadable = take_unreadable(run.train_set) + take_unreadable(run.val_set)
-        if unreadable:
-            row["unreadable_files"] = len(unreadable)
-        append_metrics(run_dir, row)
-        write_checkpoint(run.state_dict(), run_dir, run.epoch)
-        print(
-            f"epoch {run.epoch}/{recipe.epochs}  loss {row['train_loss']:.4f}  {metric} {row[metric]:.2f}  "
-            f"{row['images'] / row['seconds']:.1f} img/s  {row['seconds']:.0f}s",
-            flush=True,
-        )
-        for line in epoch_notes(row, unreadable):
-            print(line)
-        done += 1
-        if stop_after is not None and done >= stop_after and run.epoch < recipe.epochs:
-            return None
-    return finish(run, run_dir, wall)
-
-
-def finish(run: DenseRun, run_dir: Path, wall_start: float) -> dict:
-    """Final weights, ``summary.json``, curves and ``predictions.png``."""
-    recipe = run.recipe
-    meta = {"task": recipe.task, "classes": json.dumps(run.task.classes), "recipe": json.dumps(recipe.to_dict())}
-    save_weights(run.model, run_dir / "model.safetensors", meta)
-    rows = read_metrics(run_dir)
-    summary = {
-        "task": recipe.task,
-        "model": recipe.model,
-        "data": str(run.task.root),
-        **{k: v for k, v in rows[-1].items() if k not in ("epoch", "lr", "seconds", "images")},
-        "epochs": run.epoch,
-        "train_images": len(run.train_set),
-        "eval_images": len(run.val_set),
-        "train_seconds": sum(r["seconds"] for r in rows),
-        "wall_seconds_this_invocation": time.perf_counter() - wall_start,
-        "params": sum(p.numel() for p in run.model.parameters()),
-    }
-    write_json(run_dir / "summary.json", summary)
-    plot_curves(run_dir, run.task.metrics)
-    draw_predictions(run, run_dir / "predictions.png")
-    metric = run.task.main_metric
-    print(f"done: {metric} {summary[metric]:.2f}  in {summary['train_seconds']:.0f}s of training -> {run_dir}")
-    return summary
-
-
-def draw_predictions(run: DenseRun, path: Path, count: int | None = None) -> Path | None:
-    """A grid of the first readable validation images with the model's predictions drawn on them."""
-    from itertools import islice
-
-    from torchvision.utils import save_image
-
-    readable = (sample[0] for sample in (run.val_set[i] for i in range(len(run.val_set))) if sample is not None)
-    images = list(islice(readable, count or run.recipe.pictures))
-    if not images:
-        return None
-    with autocast(run.device, run.recipe.amp):
-        drawn = run.task.draw(run.model, images, run.device)
-    # images of a real dataset differ in size: pad each to the largest so that they tile into one grid
-    h, w = max(d.shape[-2] for d in drawn), max(d.shape[-1] for d in drawn)
-    tiles = [F.pad(d.float() / 255, (0, w - d.shape[-1], 0, h - d.shape[-2]), value=1.0) for d in drawn]
-    save_image(tiles, path, nrow=4, padding=2, pad_value=1.0)
-    return path
-
-
-def load_run(run_dir: str | Path, **changes: object) -> DenseRun:
-    """A finished run's model (``model.safetensors``) with its recipe, ``changes`` applied (test size,
-    window, data, limits), ready to evaluate or predict.
-
-    The class names come from the weights file, so only the data evaluated is read. Runs whose file has
-    none (older versions) read them from the training data, as they did then.
-    """
-    expect_run(run_dir, ("detect", "segment"), "load_run")
-    run_dir = Path(run_dir)
-    recipe = DenseRecipe.load(run_dir / "config.json")
-    for key, value in changes.items():
-        if value is not None:
-            setattr(recipe, key, value)
-    recipe.__post_init__()
-    recipe.pretrained = None  # the run's own weights replace the backbone's initialisation
-    tensors, meta = read_checkpoint(run_dir / "model.safetensors")
-    classes = json.loads(meta["classes"]) if "classes" in meta else None
-    try:
-        run = DenseRun(recipe, resolve_device(recipe.device), classes)
-    except FileNotFoundError as exc:
-        if classes is not None:
-            raise
-        raise FileNotFoundError(
-            f"{run_dir / 'model.safetensors'} names no classes (an older run), so they are read from its "
-            f"training data, which is not there: {exc}. Put it back, or give eval --data the dataset trained on"
-        ) from exc
-    run.model.load_state_dict(tensors)
-    run.task.set_test_geometry(run.model)
-    return run
-
-
-def predict_files(run: DenseRun, paths: list[str], out_dir: Path) -> list[Path]:
-    """Draw the run's predictions on each image (folders: each file in them); one PNG per image in
-    ``out_dir``. Files that are not images are skipped with a line on stderr; 16-bit images are scaled
-    to 8 bits as training reads them."""
-    from torchvision.transforms import v2
-    from torchvision.utils import save_image
-
-    images = images_among(paths)
-    names = output_names(images, run.recipe.task)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in images:
-        try:
-            image = v2.functional.to_dtype(read_image(path), torch.float32, scale=True)
-        except UnreadableImage as exc:  # an image header over a truncated or corrupt body
-            print(f"skipped {exc}", file=sys.stderr)
-            continue
-        if run.recipe.task == "segment":
-            image = v2.functional.normalize(image, MEAN, STD)
-        with autocast(run.device, run.recipe.amp):
-            drawn = run.task.draw(run.model, [image], run.device)[0]
-        save_image(drawn.float() / 255, out_dir / names[path])
-        written.append(out_dir / names[path])
-    return written
-
-
-def images_among(paths: list[str]) -> list[Path]:
-    """The image files of ``paths``; each other file is named on stderr, none at all is an error."""
-    images = []
-    for path in input_files(paths):
-        if _is_image(path):
-            images.append(path)
-        else:
-            print(f"skipped {path}: not an image", file=sys.stderr)
-    if not images:
-        raise ValueError(f"no image among {', '.join(paths)}")
-    return images
-
-
-def input_files(paths: list[str]) -> list[Path]:
-    """The files named, a folder standing for the files directly in it (sorted); each file once."""
-    files: list[Path] = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file())
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"image not found: {path}")
-    return list(dict.fromkeys(files))
-
-
-def _is_image(path: Path) -> bool:
-    """Whether PIL recognises the file, from its header alone (cheap: nothing is decoded)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path):
-            return True
-    except (UnidentifiedImageError, OSError):
-        return False
-
-
-def output_names(paths: list[Path], task: str) -> dict[Path, str]:
-    """``<stem>_<task>.png`` per input; inputs sharing a stem keep their extension in it (``a_png_...``,
-    ``a_jpg_...``) so that none overwrites another. Names still shared (one file name in two folders) are
-    refused: each would silently replace the other."""
-    stems: dict[str, int] = {}
-    for p in paths:
-        stems[p.stem] = stems.get(p.stem, 0) + 1
-    names = {
-        p: f"{p.stem}_{p.suffix[1:]}_{task}.png" if stems[p.stem] > 1 and p.suffix else f"{p.stem}_{task}.png"
-        for p in paths
-    }
-    seen: dict[str, Path] = {}
-    for p, name in names.items():
-        if name in seen:
-            raise ValueError(f"{seen[name]} and {p} would both be drawn to {name}; predict them into separate --output")
-        seen[name] = p
-    return names
+    return fit(recipe, resume, stop_after, progress, trainer_class=DenseTrainer)

@@ -1,7 +1,9 @@
-"""The recipe of a detection or segmentation run: every knob in one typed, serialisable dataclass.
+"""The recipe of a detection or segmentation run: the training engine's recipe plus the task's knobs.
 
 Defaults are what ``swinv2 detect train`` / ``swinv2 segment train`` do with no flags: the Fashion-MNIST
 scenes (128 px) on a small SwinV2 backbone, sized for a 2-core CPU (docs/dense.md has the measurements).
+The engine's flags (strategies, EMA, accumulation, memory savers, checkpoints, ``--compile``) are those of
+``swinv2 train``; the image classification ones (crops, mixing, label smoothing) are not taken.
 """
 
 from __future__ import annotations
@@ -9,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..runs import expect_run
-from ..train.recipe import AMP_MODES, RecipeFile, flag
+from ..train.recipe import TrainRecipe, flag
 from .detection import DETECTORS
 
 TASKS = ("detect", "segment")
@@ -19,13 +20,18 @@ TASK_DEFAULTS = {"detect": {"epochs": 4}, "segment": {"epochs": 15}}
 
 
 @dataclass
-class DenseRecipe(RecipeFile):
+class DenseRecipe(TrainRecipe):
     # Not fields: the flagged fields that only one task's command takes.
     TASK_ONLY: ClassVar[dict[str, tuple[str, ...]]] = {
         "detect": ("detector", "fpn_channels", "anchor_sizes", "roi_sampling"),
-        "segment": ("head_channels", "reduce_zero_label"),
+        "segment": ("head_channels", "head_dropout", "reduce_zero_label"),
     }
-    NOT_FLAGS: ClassVar[tuple[str, ...]] = ()
+    # Image classification's own: dense data carry their augmentation and labels; lr is not batch-scaled.
+    NOT_FLAGS = (
+        "pretrained_window_sizes", "crop", "hflip", "randaugment", "random_erasing", "mixup", "cutmix",
+        "label_smoothing", "labels_per_class", "layer_decay",
+    )  # fmt: skip
+    STARTS_FROM = ("classify", "pretrain")
 
     task: str = "detect"
     # model
@@ -48,6 +54,7 @@ class DenseRecipe(RecipeFile):
     # 2 in torchvision; 1 is much faster on a CPU
     roi_sampling: int = flag(1, "bilinear samples per RoI bin side (0: adaptive, torchvision's RoIAlign)")
     head_channels: int = flag(64, "UperNet width")
+    head_dropout: float = flag(0.1, "UperNet's channel dropout before the classifier (mmseg's 0.1)")
     # data
     data: str | None = flag(None, "dataset root (default: the Fashion-MNIST scenes, written on first use)")
     img_size: int = flag(128, "training size: detection's shorter image side, segmentation's crop")
@@ -64,47 +71,43 @@ class DenseRecipe(RecipeFile):
     # None: the task's default (TASK_DEFAULTS)
     epochs: int | None = flag(None, "training epochs", resume=True)
     batch_size: int = flag(16, "images per step")
-    lr: float = flag(4e-4, "peak AdamW learning rate", resume=True)
+    lr: float = flag(4e-4, "peak AdamW learning rate (not scaled by the batch size)", resume=True)
     min_lr: float = flag(1e-6, "final learning rate of the cosine schedule", resume=True)
     warmup_epochs: float = flag(0.5, "linear warmup length")
     weight_decay: float = flag(0.05, "AdamW weight decay (not on norms, biases, CPB, logit scales)")
     clip_grad: float = flag(5.0, "gradient norm clip (0 = off)", resume=True)
-    amp: str = flag(
-        "auto",
-        "mixed precision: auto (default: bf16 where the device computes it natively, else fp32), none, bf16",
-        resume=True,
-    )
-    amp_reason: str | None = None  # why the run computes in its amp: written when the run starts
-    skip_nonfinite: bool = flag(
-        False, "skip (and count) steps with a NaN / Inf loss or gradient instead of stopping", resume=True
-    )
+    # Image classification's resolved defaults, fixed: dense data augment in their own transforms.
+    crop: str | None = "none"
+    hflip: float | None = 0.0
+    label_smoothing: float = 0.0
     # run
-    seed: int = flag(0, "random seed")
-    device: str = flag("auto", "auto, cpu, cuda, cuda:N", resume=True)
-    output: str | None = flag(None, "run folder (default: runs/<timestamp>)")
     pictures: int = flag(8, "prediction pictures drawn at the end")
 
     def __post_init__(self) -> None:
         self.anchor_sizes, self.proposals, self.rescale = (
             tuple(v) for v in (self.anchor_sizes, self.proposals, self.rescale)
         )
-        for field, value in TASK_DEFAULTS.get(self.task, {}).items():
-            if getattr(self, field) is None:
-                setattr(self, field, value)
         for field, value, allowed in (("task", self.task, TASKS), ("detector", self.detector, DETECTORS)):
             if value not in allowed:
                 raise ValueError(f"{field} must be one of {allowed}, got {value!r}")
-        if self.amp not in AMP_MODES or self.amp == "fp16":
-            raise ValueError(f"amp must be auto, none or bf16 (fp16 would need loss scaling), got {self.amp!r}")
-        for name in ("epochs", "batch_size", "img_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        start = f"`swinv2 {self.task} train --pretrained`"
-        expect_run(self.pretrained, ("classify", "pretrain"), start, action="start")
-        if self.min_lr > self.lr:
-            raise ValueError(f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}: the schedule would climb")
+        for field, value in TASK_DEFAULTS[self.task].items():
+            if getattr(self, field) is None:
+                setattr(self, field, value)
+        self.COMMAND = f"swinv2 {self.task} train"  # names the command in the base's messages
+        if self.img_size < 1:
+            raise ValueError(f"img_size must be >= 1, got {self.img_size}")
+        if not 0 <= self.head_dropout < 1:
+            raise ValueError(f"--head-dropout must be >= 0 and < 1, got {self.head_dropout}")
+        if self.layer_decay != 1 or self.mixup or self.cutmix or self.label_smoothing:
+            raise ValueError("dense runs take no layer decay, mixup, cutmix or label smoothing")
+        super().__post_init__()
         if self.slide and self.task != "segment":
             raise ValueError("--slide is a segmentation option")
+
+    @property
+    def scaled_lr(self) -> float:
+        """The peak learning rate: dense recipes give it as is (detectron2 and mmdet do)."""
+        return self.lr
 
     @property
     def eval_size(self) -> int:

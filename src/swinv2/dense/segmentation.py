@@ -4,6 +4,7 @@ on whole images or by sliding windows at a larger size than training."""
 from __future__ import annotations
 
 import torch
+import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
 
@@ -15,12 +16,82 @@ class BatchNorm2d(nn.BatchNorm2d):
     """BatchNorm that also trains on a single value per channel, as the 1x1 pyramid pooling level gives for a
     one-image batch (``--batch-size 1``, a one-image training set, a batch that lost unreadable files):
     batch statistics are undefined there, so it normalises with its running statistics, leaving them as they
-    are. Weights, buffers and every other batch are exactly ``nn.BatchNorm2d``'s."""
+    are. Weights, buffers and every other batch are exactly ``nn.BatchNorm2d``'s.
+
+    With ``synchronized`` set, training under torch.distributed takes the statistics of the global batch
+    over all ranks (as SyncBatchNorm does, on CPU processes with gloo too), so that a data-parallel run
+    normalises as one process with the whole batch does."""
+
+    synchronized = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.synchronized and tdist.is_initialized() and tdist.get_world_size() > 1:
+            return self._synchronized(x)
         if self.training and x.numel() == x.shape[1]:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            return self._running(x)
         return super().forward(x)
+
+    def _running(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+    def _synchronized(self, x: torch.Tensor) -> torch.Tensor:
+        count = tdist_sum(torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64, device=x.device))
+        if count.item() == 1:
+            return self._running(x)
+        y, mean, var = GlobalBatchNorm.apply(x, self.weight, self.bias, self.eps, count.item())
+        with torch.no_grad():
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+            self.running_var.mul_(1 - m).add_(var * count.item() / (count.item() - 1), alpha=m)
+            self.num_batches_tracked += 1
+        return y
+
+
+def tdist_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the ranks (in place)."""
+    tdist.all_reduce(t)
+    return t
+
+
+class GlobalBatchNorm(torch.autograd.Function):
+    """Batch normalisation of NCHW ``x`` with the mean and variance of all ranks' batches together; its
+    backward pass sums the statistics' gradients over the ranks, so the inputs get the gradient of the
+    normalisation of one global batch. The weight's and bias's gradients stay this rank's (data
+    parallelism averages them). Returns the output and, for the running statistics, the batch mean and
+    biased variance."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float, count: float):
+        x32, dims = x.float(), (0, 2, 3)
+        mean = tdist_sum(x32.sum(dims)) / count
+        centred = x32 - mean[None, :, None, None]
+        var = tdist_sum((centred * centred).sum(dims)) / count
+        invstd = torch.rsqrt(var + eps)
+        xhat = centred * invstd[None, :, None, None]
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.count = count
+        ctx.mark_non_differentiable(mean, var)
+        y = xhat * weight[None, :, None, None] + bias[None, :, None, None]
+        return y.to(x.dtype), mean, var
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_mean, _grad_var):
+        xhat, invstd, weight = ctx.saved_tensors
+        gy, dims = grad_y.float(), (0, 2, 3)
+        grad_bias, grad_weight = gy.sum(dims), (gy * xhat).sum(dims)
+        sums = tdist_sum(torch.cat([grad_bias, grad_weight])) / ctx.count
+        mean_gy, mean_gy_xhat = sums.chunk(2)
+        scale = (weight * invstd)[None, :, None, None]
+        grad_x = scale * (gy - mean_gy[None, :, None, None] - xhat * mean_gy_xhat[None, :, None, None])
+        return grad_x.to(grad_y.dtype), grad_weight, grad_bias, None, None
+
+
+def synchronize_batchnorm(model: nn.Module) -> int:
+    """Have every :class:`BatchNorm2d` of ``model`` normalise over all ranks; the count changed."""
+    norms = [m for m in model.modules() if isinstance(m, BatchNorm2d)]
+    for norm in norms:
+        norm.synchronized = True
+    return len(norms)
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
@@ -76,10 +147,10 @@ def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class Segmenter(nn.Module):
     """Backbone + UperNet: images ``(B, 3, H, W)`` -> per-pixel class logits ``(B, K, H, W)``."""
 
-    def __init__(self, backbone: SwinV2Backbone, num_classes: int, channels: int = 512):
+    def __init__(self, backbone: SwinV2Backbone, num_classes: int, channels: int = 512, dropout: float = 0.1):
         super().__init__()
         self.backbone = backbone
-        self.head = UperNetHead(backbone.out_channels, num_classes, channels)
+        self.head = UperNetHead(backbone.out_channels, num_classes, channels, dropout)
         self.num_classes = num_classes
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """What differs between detection and segmentation runs: data, model, loss, metrics and pictures.
 
-:mod:`swinv2.dense.engine` drives either through the same run folder, schedule and checkpoints.
+:mod:`swinv2.dense.engine` trains either on the engine of every task; :mod:`swinv2.dense.inference`
+evaluates and draws a finished run.
 """
 
 from __future__ import annotations
@@ -73,15 +74,22 @@ class DenseTask:
         backbone = create_backbone(r.model, pretrained=r.pretrained, **overrides)
         if r.pretrained:
             refuse_partial_start(backbone.load_report, r.pretrained, r.model)
+        backbone.set_memory_savers(r.grad_checkpointing, r.sequential_attention, r.sequential_mlp)
         return backbone
+
+    def loss_units(self, batch) -> int:
+        """What the batch loss averages over: the data-parallel engine weights each rank's loss by its
+        share of them, so that the ranks together train on the one-process mean. Images, by default."""
+        return len(batch[0])
 
     def set_test_geometry(self, model: nn.Module) -> None:
         """Test at ``recipe.test_size`` with ``recipe.test_window`` (when given)."""
         if self.recipe.test_window is not None:
-            self._backbone(model).set_window(self.recipe.test_window)
+            self.backbone_of(model).set_window(self.recipe.test_window)
 
     @staticmethod
-    def _backbone(model: nn.Module):
+    def backbone_of(model: nn.Module):
+        """The SwinV2 backbone inside a task's model (a detector keeps it under its feature pyramid)."""
         return model.backbone.body if hasattr(model.backbone, "body") else model.backbone
 
 
@@ -214,7 +222,12 @@ class SegmentationTask(DenseTask):
         return list(images), list(masks)
 
     def build_model(self) -> nn.Module:
-        return Segmenter(self.backbone(), len(self.classes), self.recipe.head_channels)
+        r = self.recipe
+        return Segmenter(self.backbone(), len(self.classes), r.head_channels, r.head_dropout)
+
+    def loss_units(self, batch) -> int:
+        """Labelled pixels: the loss is their mean."""
+        return int(sum((mask != IGNORE_INDEX).sum() for mask in batch[1]))
 
     def loss(self, model: nn.Module, batch, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         images, masks = (t.to(device) for t in batch)

@@ -63,7 +63,7 @@ PAD = -1  # sampler index and label of a padding sample
 class Share(NamedTuple):
     """This rank's part of one global batch."""
 
-    labels: torch.Tensor  # padding labels replaced by 0 (their loss is weighted by 0)
+    labels: torch.Tensor | None  # padding labels replaced by 0 (their loss is weighted by 0); None: a dense batch
     real: int  # samples of the global batch on this rank
     weight: float  # loss factor: world * real / batch
     batch: int  # global batch size
@@ -77,8 +77,8 @@ def slice_bounds(size: int, rank: int, world: int) -> tuple[int, int]:
 class RankBatches(Sampler[list[int]]):
     """This rank's slice of every batch a single process would draw from ``sampler``, in the same order."""
 
-    def __init__(self, sampler: Sampler[int], batch_size: int, rank: int, world: int):
-        self.batches = BatchSampler(sampler, batch_size, drop_last=False)
+    def __init__(self, sampler: Sampler[int], batch_size: int, rank: int, world: int, drop_last: bool = False):
+        self.batches = BatchSampler(sampler, batch_size, drop_last=drop_last)
         self.rank, self.world = rank, world
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -335,17 +335,22 @@ class Distributed:
         shuffle: bool,
         generator: torch.Generator,
         skip: int = 0,
+        collate: Callable[[Dataset], Callable] = ReadableCollate,
+        drop_last: bool = False,
         **kwargs,
     ) -> DataLoader:
         """Batches of ``batch_size`` (global) in one process; this rank's slices of them in several.
 
-        ``skip`` drops the first batches of the order (a resume inside an epoch) without loading them."""
+        ``skip`` drops the first batches of the order (a resume inside an epoch) without loading them.
+        ``collate(dataset)`` makes the batches; under several processes ``dataset`` answers index
+        :data:`PAD` with a padding sample labelled :data:`PAD`, for a rank whose slice is empty."""
         sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         if self.world == 1:  # the sampler and batches DataLoader(shuffle=...) itself would build
-            batches = SkipBatches(BatchSampler(sampler, batch_size, drop_last=False), skip)
-            collate = ReadableCollate(dataset)
-            return DataLoader(dataset, batch_sampler=batches, generator=generator, collate_fn=collate, **kwargs)
-        batches = SkipBatches(RankBatches(sampler, batch_size, self.rank, self.world), skip)
+            batches = SkipBatches(BatchSampler(sampler, batch_size, drop_last=drop_last), skip)
+            return DataLoader(
+                dataset, batch_sampler=batches, generator=generator, collate_fn=collate(dataset), **kwargs
+            )
+        batches = SkipBatches(RankBatches(sampler, batch_size, self.rank, self.world, drop_last), skip)
         seed_worker = partial(_seed_worker, rank=self.rank)
         dataset = Padded(dataset)
         return DataLoader(
@@ -353,7 +358,7 @@ class Distributed:
             batch_sampler=batches,
             generator=generator,
             worker_init_fn=seed_worker,
-            collate_fn=ReadableCollate(dataset, PAD),
+            collate_fn=collate(dataset),
             **kwargs,
         )
 
@@ -362,13 +367,18 @@ class Distributed:
 
         A padding sample (label -1) stands in for a batch of unreadable files: it has weight 0.
         """
+        if self.world == 1 and labels.ndim == 1 and len(labels) == 1 and labels[0] == PAD:
+            return Share(labels.clamp_min(0), 0, 0.0, 1)
+        real = len(labels) if self.world == 1 else int((labels >= 0).sum())
+        share = self.share_of(step, real, total, batch_size)
+        return share._replace(labels=labels if self.world == 1 else labels.clamp_min(0))
+
+    def share_of(self, step: int, real: int, total: int, batch_size: int) -> Share:
+        """The :meth:`share` of a batch with ``real`` samples on this rank (no labels: a dense task's)."""
         if self.world == 1:
-            if labels.ndim == 1 and len(labels) == 1 and labels[0] == PAD:
-                return Share(labels.clamp_min(0), 0, 0.0, 1)
-            return Share(labels, len(labels), 1.0, len(labels))
+            return Share(None, real, 1.0 if real else 0.0, max(real, 1))
         batch = min(batch_size, total - step * batch_size)
-        real = int((labels >= 0).sum())
-        return Share(labels.clamp_min(0), real, self.world * real / batch, batch)
+        return Share(None, real, self.world * real / batch, batch)
 
     # ----------------------------------------------------------------------------------- checkpoints
     def save(self, trainer, run_dir: Path) -> None:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import ClassificationData, batch_mixer, build_classification_data
-from ..data.datasets import first_readable, take_unreadable
+from ..data.datasets import ReadableCollate, first_readable, take_unreadable
 from ..errors import NonFiniteLossError, RankLostError
 from ..models.config import to_pair
 from ..models.preprocess import Preprocessing
@@ -26,7 +26,7 @@ from ..models.registry import get_config
 from ..pretrained.factory import create_model
 from ..weights.checkpoint import check_compatible, refuse_partial_start, save_weights, write_json
 from .checkpoints import checkpoints
-from .distributed import Distributed
+from .distributed import Distributed, Share
 from .optim import WarmupCosine
 from .position import CheckpointClock, EpochPosition, RankProgress, SeededSamples
 from .precision import autocast, resolve_amp
@@ -157,8 +157,9 @@ class TopKScores:
 class Trainer:
     """Holds a run's model, optimiser, schedule, EMA and scaler; one :meth:`train_epoch` per epoch.
 
-    Subclasses change the task through :meth:`build_model`, :meth:`loss`, :meth:`evaluate`,
-    :meth:`epoch_line` and :meth:`finish` (SimMIM pretraining does).
+    Subclasses change the task through :meth:`build_data`, :meth:`build_model`, :meth:`loss` (or, for
+    batches that are not (images, labels), :meth:`batch_loss` and :meth:`collate`), :meth:`evaluate`,
+    :meth:`epoch_line` and :meth:`finish`: SimMIM pretraining, video and the dense tasks do.
     """
 
     learns_classes = True  # labels are the target (SimMIM's are not: one folder of images will do)
@@ -171,10 +172,9 @@ class Trainer:
         self.module = self.dist.prepare(self.build_model, recipe)  # the model (sharded under fsdp)
         self.optimizer = self.dist.build_optimizer(self.module, recipe)
         self.model = self.dist.wrap(self.module)  # what training calls: DDP around it under ddp and zero
-        if recipe.compile:  # the compiled callable shares the module's parameters: checkpoints stay the module's
-            self.model = torch.compile(self.model)
-        batches = math.ceil(len(data.train) / recipe.batch_size)
-        self.steps_per_epoch = math.ceil(batches / recipe.accum_steps)
+        if recipe.compile:
+            self.model = self.compiled(self.model)
+        self.steps_per_epoch = math.ceil(self.train_batches() / recipe.accum_steps)
         self.scheduler = WarmupCosine(
             self.optimizer,
             recipe.scaled_lr,
@@ -197,6 +197,31 @@ class Trainer:
 
     def build_model(self) -> nn.Module:
         return build_model(self.recipe, self.data)
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """What ``--compile`` trains: the compiled callable shares the module's parameters, so checkpoints
+        stay the module's."""
+        return torch.compile(model)
+
+    def train_batches(self) -> int:
+        """Batches of one training epoch."""
+        return math.ceil(len(self.data.train) / self.recipe.batch_size)
+
+    drop_last = False  # whether the training loader drops an incomplete last batch
+    collate = ReadableCollate  # makes a loader's batches from a dataset's samples (see Distributed.loader)
+
+    @property
+    def eval_batch_size(self) -> int:
+        return max(self.recipe.batch_size, 256)
+
+    def batch_loss(self, index: int, batch) -> tuple[torch.Tensor, Share, dict[str, float]]:
+        """Loss of training batch ``index`` as the loader gave it, this rank's share of the global batch, and
+        the parts of the loss to report (averaged over the epoch's samples beside ``train_loss``)."""
+        images, labels = (t.to(self.device, non_blocking=True) for t in batch)
+        if self.data.train_batch_transform is not None:
+            images = self.data.train_batch_transform(images)
+        share = self.dist.share(index, labels, len(self.data.train), self.recipe.batch_size)
+        return self.loss(images, share.labels), share, {}
 
     @staticmethod
     def build_data(recipe: TrainRecipe) -> ClassificationData:
@@ -246,7 +271,8 @@ class Trainer:
 
     def load_extra_state(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if "scaler" in state:  # (dense checkpoints of earlier versions have none: they trained without one)
+            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.epoch = int(state["epoch"])
@@ -255,12 +281,20 @@ class Trainer:
     def _loader(self, dataset, shuffle: bool, seed: int = 0, skip: int = 0) -> DataLoader:
         r = self.recipe
         gen = torch.Generator().manual_seed(seed)
-        batch = r.batch_size if shuffle else max(r.batch_size, 256)
+        batch = r.batch_size if shuffle else self.eval_batch_size
         if shuffle and r.workers > 0:  # workers augment each sample from its own seed (resumable)
             dataset = SeededSamples(dataset, seed)
         # Several processes each load their slice of every batch.
         return self.dist.loader(
-            dataset, batch, shuffle, gen, skip, num_workers=r.workers, pin_memory=self.device.type == "cuda"
+            dataset,
+            batch,
+            shuffle,
+            gen,
+            skip,
+            collate=self.collate,
+            drop_last=shuffle and self.drop_last,
+            num_workers=r.workers,
+            pin_memory=self.device.type == "cuda",
         )
 
     def train_epoch(self, progress: bool = True, checkpoint: Callable[[], None] | None = None) -> dict:
@@ -277,6 +311,7 @@ class Trainer:
         mine = at.restore(self.dist.rank, self.dist.world, epoch_seed) if at.batches else RankProgress()
         model.train()
         total_loss, seen, start = mine.total_loss, mine.seen, time.perf_counter() - at.seconds
+        part_sums = dict(mine.parts)
         self.skipped_steps, steps = at.skipped_steps, at.steps
         bar = tqdm(
             total=len(self.data.train),
@@ -289,14 +324,10 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.clock.reset()
-        for i, (images, labels) in enumerate(loader, start=at.batches):
-            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            if self.data.train_batch_transform is not None:
-                images = self.data.train_batch_transform(images)
-            share = self.dist.share(i, labels, len(self.data.train), r.batch_size)
-            loss = self.loss(images, share.labels)
+        for i, batch in enumerate(loader, start=at.batches):
+            loss, share, parts = self.batch_loss(i, batch)
             value = loss.item()
-            if self._nonfinite(value, f"loss {value}", i, batches):
+            if self._nonfinite(value, f"loss {value}" + (f" ({parts})" if parts else ""), i, batches):
                 pass  # skipped (--skip-nonfinite): no backward; the step below uses the window's other batches
             elif share.real == 0 and self.dist.world == 1:
                 pass  # nothing readable in this batch (counted by the dataset)
@@ -305,18 +336,22 @@ class Trainer:
                 self.scaler.scale(loss * share.weight / r.accum_steps).backward()
                 total_loss += value * share.real
                 seen += share.real
+                for name, part in parts.items():
+                    part_sums[name] = part_sums.get(name, 0.0) + part * share.real
             if (i + 1) % r.accum_steps == 0 or i + 1 == batches:
                 self._optimizer_step(i, batches)
                 steps += 1
                 if checkpoint is not None and i + 1 < batches and self._checkpoint_due(steps):
                     here = EpochPosition(i + 1, steps, self.skipped_steps, time.perf_counter() - start)
-                    self._save_inside_epoch(here, RankProgress(total_loss, seen, rng_state()), checkpoint)
+                    self._save_inside_epoch(here, RankProgress(total_loss, seen, rng_state(), part_sums), checkpoint)
             bar.update(share.batch)
             bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", lr=f"{self.scheduler.lr:.2e}")
         bar.close()
-        total_loss, seen = self.dist.all_reduce_sum(total_loss, seen)
+        names = sorted(part_sums)
+        total_loss, seen, *sums = self.dist.all_reduce_sum(total_loss, seen, *(part_sums[k] for k in names))
         self.epoch += 1
         stats = {"train_loss": total_loss / seen if seen else math.nan, "seconds": time.perf_counter() - start}
+        stats.update({name: value / seen for name, value in zip(names, sums)} if seen else {})
         stats["images"] = int(seen)
         if r.skip_nonfinite:
             stats["skipped_steps"] = self.skipped_steps

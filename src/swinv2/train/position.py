@@ -33,6 +33,7 @@ class RankProgress:
     total_loss: float = 0.0
     seen: int = 0
     rng: dict | None = None
+    parts: dict[str, float] = field(default_factory=dict)  # sums of the loss's reported parts
 
 
 @dataclass
@@ -71,7 +72,11 @@ class EpochPosition:
         seed_everything(derived_seed(epoch_seed + self.batches, rank))
         if rank:
             return RankProgress()
-        return RankProgress(sum(r.total_loss for r in self.ranks), sum(r.seen for r in self.ranks))
+        parts: dict[str, float] = {}
+        for r in self.ranks:
+            for name, value in r.parts.items():
+                parts[name] = parts.get(name, 0.0) + value
+        return RankProgress(sum(r.total_loss for r in self.ranks), sum(r.seen for r in self.ranks), parts=parts)
 
 
 class SkipBatches(Sampler[list[int]]):
