@@ -2,7 +2,7 @@
 ``tests/test_reliability.py``, injected many more times, with every outcome counted.
 
     python tests/fault_campaign.py --output runs/faults [--kill-chains 20] [--rank-faults 3]
-        [--mid-epoch-chains 5] [--sections kills,mid_epoch_kills,...]
+        [--mid-epoch-chains 5] [--sections kills,mid_epoch_kills,...] [--mid-epoch-tasks "detection;..."]
 
 Writes ``results.json`` and ``results.md`` (the table) in the output folder; takes about 13 minutes on
 2 cores. Every training process runs on one thread so that resumed runs can be compared bit for bit.
@@ -57,12 +57,16 @@ torch.set_num_threads(1)
 # training: (command, flags, launcher) per task.
 STEPS = ["--epochs", "2", "--checkpoint-every", "3"]
 IMAGES = ["--train-limit", "2048", "--val-limit", "256", "--batch-size", "64", *STEPS]
+# Mask R-CNN on 192 scenes of 64 px ({scenes}: written by the campaign), batches of 8: 24 steps an epoch.
+DETECT = ["--data", "{scenes}", "--img-size", "64", "--batch-size", "8", "--fpn-channels", "32", "--pictures", "1"]
 MID_EPOCH_TASKS = {
     "classification": (("train",), IMAGES, PYTHON_M),
     "classification, 2 loader workers": (("train",), [*IMAGES, "--workers", "2"], PYTHON_M),
     "classification, ddp on 2 ranks": (("train",), [*IMAGES, "--strategy", "ddp"], TORCHRUN_M),
     "SimMIM": (("pretrain",), IMAGES, PYTHON_M),
     "video": (("video", "train"), ["--train-limit", "256", "--val-limit", "32", "--batch-size", "8", *STEPS], PYTHON_M),
+    "detection": (("detect", "train"), [*DETECT, *STEPS], PYTHON_M),
+    "detection, ddp on 2 ranks": (("detect", "train"), [*DETECT, *STEPS, "--strategy", "ddp"], TORCHRUN_M),
 }
 
 
@@ -101,9 +105,11 @@ class Campaign:
         self.record("kill -9 of `swinv2 train` at a random moment, then `--resume`", landed, outcome,
                     f"({chains} runs; kills landed in {where})")  # fmt: skip
 
-    def mid_epoch_kills(self, chains: int) -> None:
+    def mid_epoch_kills(self, chains: int, tasks: list[str]) -> None:
         """kill -9 (the whole process group) at random moments of runs that checkpoint every 3 steps."""
-        for task, (command, flags, launcher) in MID_EPOCH_TASKS.items():
+        for task in tasks:
+            command, flags, launcher = MID_EPOCH_TASKS[task]
+            flags = [self.scenes() if flag == "{scenes}" else flag for flag in flags]
             ref = self.root / f"mid_ref_{task.split(',')[0]}_{len(self.rows)}"
             # kills from just before the first checkpoint to the last epoch's (start-up and the final
             # evaluation are the `kills` section's): the training part of the run's life
@@ -121,6 +127,12 @@ class Campaign:
             where = ", ".join(f"{k}: {v}" for k, v in sorted(newest.items()))
             fault = f"kill -9 while training, checkpoints every 3 steps ({task}), then `--resume`"
             self.record(fault, landed, outcome, f"({chains} runs; newest checkpoint at the kill: {where})")
+
+    def scenes(self) -> str:
+        from swinv2.data.scenes import SceneSpec, ensure_scenes
+
+        spec = SceneSpec(size=64, train_scenes=192, test_scenes=32, min_items=2, max_items=3, max_scale=1.5)
+        return str(ensure_scenes(self.root / "scenes", spec))
 
     def save_deaths(self) -> None:
         ref = self.root / "kill_ref"
@@ -353,14 +365,22 @@ def main() -> None:
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ", ".join(SECTIONS)
     )
+    parser.add_argument(
+        "--mid-epoch-tasks",
+        default=";".join(MID_EPOCH_TASKS),
+        help="semicolon-separated subset of: " + "; ".join(MID_EPOCH_TASKS),
+    )
     args = parser.parse_args()
+    tasks = args.mid_epoch_tasks.split(";")
+    if unknown := [t for t in tasks if t not in MID_EPOCH_TASKS]:
+        parser.error(f"--mid-epoch-tasks: unknown {unknown}; expected some of {'; '.join(MID_EPOCH_TASKS)}")
     root = Path(args.output)
     root.mkdir(parents=True, exist_ok=False)
     start = time.monotonic()
     campaign = Campaign(root)
     calls = {
         "kills": lambda: campaign.kills(args.kill_chains),
-        "mid_epoch_kills": lambda: campaign.mid_epoch_kills(args.mid_epoch_chains),
+        "mid_epoch_kills": lambda: campaign.mid_epoch_kills(args.mid_epoch_chains, tasks),
         "save_deaths": campaign.save_deaths,
         "damaged_checkpoints": lambda: campaign.damaged_checkpoints(args.repeats),
         "all_damaged": lambda: campaign.all_damaged(args.repeats),
