@@ -106,15 +106,21 @@ def test_without_mask_the_encoder_is_the_plain_model_and_its_weights_hand_over(t
 
 
 def test_study_table_reports_both_arms_per_seed_and_the_gain():
+    from swinv2.tools.studies import spread, verdict
     from swinv2.tools.studies.simmim import FINETUNE, PRETRAIN, table
 
     assert FINETUNE.labels_per_class * 10 == 1000 and PRETRAIN.train_limit is None  # all 60,000 images
+    scratch, simmim = spread([69.0, 71.0]), spread([74.0, 75.0])
+    assert verdict(simmim, scratch) == "higher"  # 4.5 apart, spreads 1.41 + 0.71
     text = table(
         {
             "labels": 1000,
             "scratch_top1": 70.0,
             "simmim_top1": 74.5,
             "gain": 4.5,
+            "scratch": scratch,
+            "simmim": simmim,
+            "verdict": verdict(simmim, scratch),
             "seeds": [0, 1],
             "scratch_top1_per_seed": [69.0, 71.0],
             "simmim_top1_per_seed": [74.0, 75.0],
@@ -122,8 +128,8 @@ def test_study_table_reports_both_arms_per_seed_and_the_gain():
             "seconds": 600,
         }
     )
-    assert "| scratch | 1000 | 70.00 | 69.00 | 71.00 |" in text
-    assert "| 1000 | 74.50 | 74.00 | 75.00 |" in text and "**+4.50** | +5.00 | +4.00 |" in text
+    assert "| scratch | 1000 | 70.00 ± 1.41 | 69.00 | 71.00 |" in text
+    assert "| 1000 | 74.50 ± 0.71 | 74.00 | 75.00 |" in text and "**+4.50** (higher) | +5.00 | +4.00 |" in text
     assert "10.0 minutes in all (5.0 pretraining)" in text
 
 

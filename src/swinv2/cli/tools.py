@@ -15,10 +15,10 @@ def _study(args: argparse.Namespace) -> int:
     from ..tools.studies import ablation, amplitude, simmim, transfer
 
     if args.name == "simmim":
-        simmim.run(args.output, progress=not args.no_progress, seeds=tuple(args.seeds))
+        simmim.run(args.output, progress=not args.no_progress, seeds=args.seeds)
     else:
         study = {"amplitude": amplitude, "transfer": transfer, "ablation": ablation}[args.name]
-        study.run(args.output, quick=args.quick, progress=not args.no_progress)
+        study.run(args.output, quick=args.quick, progress=not args.no_progress, seeds=args.seeds)
     return 0
 
 
@@ -107,7 +107,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "+ res-post-norm vs + cosine attention",
     )
     p.add_argument("--output", required=True, help="folder for the runs, results.json and results.md")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simmim: fine-tuning seeds of both arms")
+    p.add_argument(
+        "--seeds",
+        type=positive,
+        default=3,
+        help="runs per cell, seeds 0..K-1 (default 3); tables give mean ± std and call a difference one only "
+        "beyond both spreads",
+    )
     p.add_argument(
         "--quick",
         action="store_true",

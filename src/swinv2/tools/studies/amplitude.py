@@ -6,7 +6,8 @@ on the same batches, once with V1's pre-norm (``x + f(norm(x))``) and once with 
 placement is the only difference. The amplitude of a block is the RMS of its output, the main branch,
 averaged over fixed test images. With pre-norm every block adds an un-normalised residual to the main
 branch, which grows with depth; with res-post-norm each addition is normalised first.
-``ratio`` is the largest over the smallest per-block amplitude.
+``ratio`` is the largest over the smallest per-block amplitude. Each variant trains once per seed; the
+curves and ratios are reported as mean ± std over the seeds.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ...data.fashion_mnist import MEAN, STD, load_fashion_mnist
 from ...models.swinv2 import SwinV2Block
 from ...pretrained.factory import create_model
 from ...train import TrainRecipe, fit
-from . import write_results
+from . import mean_std, seed_list, spread, verdict, write_results
 
 MODEL = "swinv2_pico_window7_28"
 DEEP = {"depths": (2, 2, 20), "num_heads": (1, 2, 4)}  # 24 blocks; stage 3 is where depth accumulates
@@ -69,29 +70,20 @@ def ratio(values: list[float]) -> float:
     return max(values) / min(values)
 
 
-def run(output: str | Path, quick: bool = False, progress: bool = False) -> dict:
-    """Train both variants, measure amplitudes before and after; write results.json, .md and .png."""
+def run(output: str | Path, quick: bool = False, progress: bool = False, seeds: int = 3) -> dict:
+    """Train both variants per seed, measure amplitudes before and after; write results.json, .md and .png."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     recipe = replace(RECIPE, **QUICK) if quick else RECIPE
     images = probe_images()
-    variants = {}
-    for name, norm in VARIANTS.items():
-        overrides = {**DEEP, "norm": norm}
-        torch.manual_seed(recipe.seed)
-        initial = block_amplitudes(create_model(MODEL, **overrides), images)
-        run_dir = out / name
-        summary = fit(replace(recipe, model_overrides=overrides, output=str(run_dir)), progress=progress)
-        trained = create_model(MODEL, pretrained=run_dir / "model.safetensors", strict=True, **overrides)
-        amplitudes = block_amplitudes(trained, images)
-        variants[name] = {
-            "amplitudes": amplitudes,
-            "ratio": ratio(amplitudes),
-            "initial_amplitudes": initial,
-            "initial_ratio": ratio(initial),
-            "top1": summary["top1"],
-        }
+    per_seed: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for seed in seed_list(seeds):
+        for name, norm in VARIANTS.items():
+            per_seed[name].append(
+                _measure(replace(recipe, seed=seed), norm, images, out / f"{name}_seed{seed}", progress)
+            )
+    variants = {name: _summarise(runs) for name, runs in per_seed.items()}
     steps = -(-recipe.train_limit // recipe.batch_size) * recipe.epochs
     results = {
         "model": MODEL,
@@ -99,33 +91,65 @@ def run(output: str | Path, quick: bool = False, progress: bool = False) -> dict
         "steps": steps,
         "batch_size": recipe.batch_size,
         "probe_images": len(images),
+        "seeds": seeds,
         "quick": quick,
-        "prenorm_ratio": variants["pre_norm"]["ratio"],
-        "respostnorm_ratio": variants["res_post_norm"]["ratio"],
+        "prenorm_ratio": variants["pre_norm"]["ratio"]["mean"],
+        "respostnorm_ratio": variants["res_post_norm"]["ratio"]["mean"],
         "variants": variants,
         "seconds": time.perf_counter() - start,
     }
     results["ratio_of_ratios"] = results["prenorm_ratio"] / results["respostnorm_ratio"]
+    results["verdict"] = verdict(variants["pre_norm"]["ratio"], variants["res_post_norm"]["ratio"])
     write_results(out, results, table(results), plot, "amplitude.png")
     return results
+
+
+def _measure(recipe: TrainRecipe, norm: str, images: torch.Tensor, run_dir: Path, progress: bool) -> dict:
+    """One variant, one seed: amplitudes at initialisation and after training, and its top-1."""
+    overrides = {**DEEP, "norm": norm}
+    torch.manual_seed(recipe.seed)
+    initial = block_amplitudes(create_model(MODEL, **overrides), images)
+    summary = fit(replace(recipe, model_overrides=overrides, output=str(run_dir)), progress=progress)
+    trained = create_model(MODEL, pretrained=run_dir / "model.safetensors", strict=True, **overrides)
+    return {
+        "seed": recipe.seed,
+        "amplitudes": block_amplitudes(trained, images),
+        "initial": initial,
+        "top1": summary["top1"],
+    }
+
+
+def _summarise(runs: list[dict]) -> dict:
+    """A variant over its seeds: each block's amplitude, the ratios and top-1 as spreads, and every run."""
+    return {
+        "amplitudes": [spread(values) for values in zip(*(r["amplitudes"] for r in runs))],
+        "initial_amplitudes": [spread(values) for values in zip(*(r["initial"] for r in runs))],
+        "ratio": spread([ratio(r["amplitudes"]) for r in runs]),
+        "initial_ratio": spread([ratio(r["initial"]) for r in runs]),
+        "last_block": spread([r["amplitudes"][-1] for r in runs]),
+        "top1": spread([r["top1"] for r in runs]),
+        "runs": runs,
+    }
 
 
 def table(r: dict) -> str:
     lines = [
         f"{r['model']} with depths {tuple(r['overrides']['depths'])}, {r['steps']} steps of {r['batch_size']} "
-        f"Fashion-MNIST images; block output RMS over {r['probe_images']} test images",
+        f"Fashion-MNIST images, {r['seeds']} seed(s) (mean ± std); block output RMS over {r['probe_images']} "
+        "test images",
         "",
         "| variant | largest / smallest block amplitude | at initialisation | last block | top-1 |",
         "|---|---|---|---|---|",
     ]
     for name, v in r["variants"].items():
         lines.append(
-            f"| {name.replace('_', '-')} | **{v['ratio']:.1f}x** | {v['initial_ratio']:.1f}x | "
-            f"{v['amplitudes'][-1]:.2f} | {v['top1']:.2f} |"
+            f"| {name.replace('_', '-')} | **{mean_std(v['ratio'], 1)}x** | {mean_std(v['initial_ratio'], 1)}x | "
+            f"{mean_std(v['last_block'])} | {mean_std(v['top1'])} |"
         )
     lines += [
         "",
-        f"pre-norm ratio / res-post-norm ratio: **{r['ratio_of_ratios']:.1f}x**; {r['seconds'] / 60:.1f} minutes.",
+        f"pre-norm ratio / res-post-norm ratio (of the means): **{r['ratio_of_ratios']:.1f}x**, pre-norm "
+        f"{r['verdict']}; {r['seconds'] / 60:.1f} minutes.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -138,14 +162,22 @@ def plot(r: dict, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for (name, v), color in zip(r["variants"].items(), ("tab:red", "tab:blue")):
-        blocks = range(1, len(v["amplitudes"]) + 1)
+        blocks = list(range(1, len(v["amplitudes"]) + 1))
         label = name.replace("_", "-")
-        ax.plot(blocks, v["amplitudes"], "o-", color=color, label=f"{label}, after {r['steps']} steps")
-        ax.plot(blocks, v["initial_amplitudes"], ":", color=color, label=f"{label}, at initialisation")
+        mean = [a["mean"] for a in v["amplitudes"]]
+        low = [a["mean"] - a["std"] for a in v["amplitudes"]]
+        high = [a["mean"] + a["std"] for a in v["amplitudes"]]
+        ax.plot(blocks, mean, "o-", color=color, label=f"{label}, after {r['steps']} steps")
+        ax.fill_between(blocks, low, high, color=color, alpha=0.25, linewidth=0)  # ± std over the seeds
+        ax.plot(
+            blocks, [a["mean"] for a in v["initial_amplitudes"]], ":", color=color, label=f"{label}, at initialisation"
+        )
     ax.set_yscale("log")
     ax.set_xlabel("block (stages 1-3)")
     ax.set_ylabel("activation amplitude (RMS of block output)")
-    ax.set_title("Main-branch amplitude along depth (paper Figure 2 in miniature)")
+    ax.set_title(
+        f"Main-branch amplitude along depth (paper Figure 2 in miniature), {r['seeds']} seed(s): mean ± std", fontsize=9
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
