@@ -90,3 +90,24 @@ def test_dense_recipes_refuse_classification_options_by_name():
     recipe = DenseRecipe(task="segment", batch_size=8, lr=2e-4)
     assert recipe.scaled_lr == 2e-4  # dense learning rates are not batch-scaled
     assert dataclasses.replace(recipe, strategy="fsdp").strategy == "fsdp"
+
+
+@needs_fmnist
+def test_compile_compiles_the_backbone_in_place(scenes, tmp_path, monkeypatch):
+    """``--compile on`` through dynamo (its eager backend keeps the suite fast; inductor's speed and compile
+    time are in docs/training.md): the backbone is compiled, the checkpoints keep the module's names and
+    the run is the eager one."""
+    real, compiled = torch.compile, []
+
+    def eager_compile(fn, **kw):
+        compiled.append(getattr(fn, "__self__", fn).__class__.__name__)
+        return real(fn, backend="eager", **kw)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    kw = dict(epochs=1, ema_decay=0.0, accum_steps=1)
+    fit_dense(tiny("segment", scenes, tmp_path / "eager", **kw), progress=False)
+    fit_dense(tiny("segment", scenes, tmp_path / "compiled", compile=True, **kw), progress=False)
+    assert compiled == ["SwinV2Backbone"]
+    state = load_state(checkpoints(tmp_path / "compiled")[0], torch.device("cpu"))
+    assert not any("_orig_mod" in k for k in state["model"])
+    assert same_run(tmp_path / "compiled", tmp_path / "eager")
