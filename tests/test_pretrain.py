@@ -118,7 +118,7 @@ def test_simmim_study_runs_both_arms_per_seed(tmp_path, monkeypatch):
     small = {"train_limit": 256, "val_limit": 64, "model_overrides": TINY}
     monkeypatch.setattr(study, "PRETRAIN", replace(study.PRETRAIN, epochs=2, **small))
     monkeypatch.setattr(study, "FINETUNE", replace(study.FINETUNE, epochs=1, labels_per_class=4, **small))
-    results = study.run(tmp_path, seeds=(0, 1))
+    results = study.run(tmp_path, seeds=2)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))  # what run() returned, as written
     assert len(saved["scratch_top1_per_seed"]) == len(saved["simmim_top1_per_seed"]) == 2
@@ -126,6 +126,7 @@ def test_simmim_study_runs_both_arms_per_seed(tmp_path, monkeypatch):
     assert saved["labels"] == 40 and saved["pretrain"]["final_loss"] < saved["pretrain"]["first_loss"]
     for arm in ("simmim_seed0", "simmim_seed1", "scratch_seed0", "scratch_seed1"):
         assert (tmp_path / arm / "summary.json").exists()
-    assert "| gain |" in (tmp_path / "results.md").read_text()
-    with pytest.raises(ValueError, match="at least one"):
-        study.run(tmp_path / "none", seeds=())
+    assert saved["simmim"]["values"] == saved["simmim_top1_per_seed"] and saved["simmim"]["n"] == 2
+    assert "| gain |" in (tmp_path / "results.md").read_text() and " ± " in (tmp_path / "results.md").read_text()
+    with pytest.raises(ValueError, match="at least 1"):
+        study.run(tmp_path / "none", seeds=0)
