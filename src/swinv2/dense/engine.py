@@ -39,8 +39,6 @@ class DenseData:
     val: Dataset
     classes: tuple[str, ...]
     name: str
-    train_batch_transform = None
-    val_batch_transform = None
 
 
 class DenseCollate:

@@ -35,14 +35,18 @@ class BatchNorm2d(nn.BatchNorm2d):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
     def _synchronized(self, x: torch.Tensor) -> torch.Tensor:
-        count = tdist_sum(torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64, device=x.device))
-        if count.item() == 1:
+        with torch.no_grad():  # one all-reduce for the global count and the sums behind the mean
+            local = torch.cat([x.float().sum((0, 2, 3)).double(), x.new_tensor([x.numel() // x.shape[1]]).double()])
+            sums = tdist_sum(local)
+        count = sums[-1].item()
+        if count == 1:
             return self._running(x)
-        y, mean, var = GlobalBatchNorm.apply(x, self.weight, self.bias, self.eps, count.item())
+        mean = (sums[:-1] / count).float()
+        y, var = GlobalBatchNorm.apply(x, self.weight, self.bias, self.eps, count, mean)
         with torch.no_grad():
             m = self.momentum
             self.running_mean.mul_(1 - m).add_(mean, alpha=m)
-            self.running_var.mul_(1 - m).add_(var * count.item() / (count.item() - 1), alpha=m)
+            self.running_var.mul_(1 - m).add_(var * count / (count - 1), alpha=m)
             self.num_batches_tracked += 1
         return y
 
@@ -54,28 +58,26 @@ def tdist_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 class GlobalBatchNorm(torch.autograd.Function):
-    """Batch normalisation of NCHW ``x`` with the mean and variance of all ranks' batches together; its
-    backward pass sums the statistics' gradients over the ranks, so the inputs get the gradient of the
-    normalisation of one global batch. The weight's and bias's gradients stay this rank's (data
-    parallelism averages them). Returns the output and, for the running statistics, the batch mean and
-    biased variance."""
+    """Batch normalisation of NCHW ``x`` with the ``mean`` (given) and variance of all ranks' batches
+    together (``count`` values per channel); its backward pass sums the statistics' gradients over the
+    ranks, so the inputs get the gradient of the normalisation of one global batch. The weight's and bias's
+    gradients stay this rank's (data parallelism averages them). Returns the output and, for the running
+    statistics, the biased batch variance."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps: float, count: float):
-        x32, dims = x.float(), (0, 2, 3)
-        mean = tdist_sum(x32.sum(dims)) / count
-        centred = x32 - mean[None, :, None, None]
-        var = tdist_sum((centred * centred).sum(dims)) / count
+    def forward(ctx, x, weight, bias, eps: float, count: float, mean: torch.Tensor):
+        centred = x.float() - mean[None, :, None, None]
+        var = tdist_sum((centred * centred).sum((0, 2, 3))) / count
         invstd = torch.rsqrt(var + eps)
         xhat = centred * invstd[None, :, None, None]
         ctx.save_for_backward(xhat, invstd, weight)
         ctx.count = count
-        ctx.mark_non_differentiable(mean, var)
+        ctx.mark_non_differentiable(var)
         y = xhat * weight[None, :, None, None] + bias[None, :, None, None]
-        return y.to(x.dtype), mean, var
+        return y.to(x.dtype), var
 
     @staticmethod
-    def backward(ctx, grad_y, _grad_mean, _grad_var):
+    def backward(ctx, grad_y, _grad_var):
         xhat, invstd, weight = ctx.saved_tensors
         gy, dims = grad_y.float(), (0, 2, 3)
         grad_bias, grad_weight = gy.sum(dims), (gy * xhat).sum(dims)
@@ -83,7 +85,7 @@ class GlobalBatchNorm(torch.autograd.Function):
         mean_gy, mean_gy_xhat = sums.chunk(2)
         scale = (weight * invstd)[None, :, None, None]
         grad_x = scale * (gy - mean_gy[None, :, None, None] - xhat * mean_gy_xhat[None, :, None, None])
-        return grad_x.to(grad_y.dtype), grad_weight, grad_bias, None, None
+        return grad_x.to(grad_y.dtype), grad_weight, grad_bias, None, None, None
 
 
 def synchronize_batchnorm(model: nn.Module) -> int:
