@@ -5,6 +5,9 @@ torch.export programs, interleaved rounds, median seconds per batch.
 
 Exports once per format (checked against PyTorch at batch 1 and 3 as `swinv2 export` does), then times
 every contender once per round in a rotating order; prints a table and writes it as JSON with --json.
+``onnx-dynamic`` is ``swinv2 export --format onnx --dynamic``: one file for every size, also checked in
+onnxruntime at sizes it was not traced at (``--dynamic-sizes``, batches 1 to 3) and timed at the model's
+own size beside the fixed-size file.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import torch
 
 from swinv2 import create_model
-from swinv2.deploy.export import export_model, onnx_session
+from swinv2.deploy.export import _parity, export_model, onnx_session
 
 
 def main() -> None:
@@ -29,6 +32,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--formats", default="onnx,torchscript,export")
+    parser.add_argument("--dynamic-sizes", default="97x130,192x320,384x384", help="HxW,... for onnx-dynamic")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -40,12 +44,19 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp())
     runners, parity = {"eager": lambda x: model(x)}, {}
     for fmt in args.formats.split(","):
-        path = folder / ("model" + {"onnx": ".onnx", "torchscript": ".pt", "export": ".pt2"}[fmt])
+        dynamic = fmt == "onnx-dynamic"
+        base = "onnx" if dynamic else fmt
+        path = folder / (fmt + {"onnx": ".onnx", "torchscript": ".pt", "export": ".pt2"}[base])
         start = time.perf_counter()
-        checks = export_model(model, fmt, path)
+        checks = export_model(model, base, path, dynamic=dynamic)
         parity[fmt] = {"export_s": time.perf_counter() - start, "checks": [vars(c) for c in checks]}
         print(f"{fmt}: exported in {parity[fmt]['export_s']:.1f} s; " + "; ".join(c.line() for c in checks))
-        runners[fmt] = _runner(fmt, path, args.threads)
+        runners[fmt] = _runner(base, path, args.threads)
+        if dynamic:
+            sizes = [tuple(int(v) for v in hw.split("x")) for hw in args.dynamic_sizes.split(",")]
+            extra = [_parity(model, runners[fmt], b, 0, size) for size in sizes for b in (1, 2, 3)]
+            parity[fmt]["checks"] += [vars(c) for c in extra]
+            print(f"{fmt} at other sizes: " + "; ".join(c.line() for c in extra))
     h = model.cfg.img_size
     results = {}
     for batch in args.batches:

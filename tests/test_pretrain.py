@@ -130,3 +130,23 @@ def test_simmim_study_runs_both_arms_per_seed(tmp_path, monkeypatch):
     assert "| gain |" in (tmp_path / "results.md").read_text() and " ± " in (tmp_path / "results.md").read_text()
     with pytest.raises(ValueError, match="at least 1"):
         study.run(tmp_path / "none", seeds=0)
+
+
+def test_simmim_study_quick_shortens_both_recipes(tmp_path, monkeypatch):
+    """--quick reaches the SimMIM study too (it used to be ignored there, running the 26-minute default)."""
+    from dataclasses import replace
+
+    from swinv2.tools.studies import simmim as study
+
+    small = {"train_limit": 256, "val_limit": 64, "model_overrides": TINY}
+    monkeypatch.setattr(study, "PRETRAIN", replace(study.PRETRAIN, epochs=5, **small))
+    monkeypatch.setattr(study, "FINETUNE", replace(study.FINETUNE, epochs=5, labels_per_class=4, **small))
+    monkeypatch.setattr(study, "QUICK_PRETRAIN", {"epochs": 1, "train_limit": 128})
+    monkeypatch.setattr(study, "QUICK_FINETUNE", {"epochs": 1, "val_limit": 32})
+    saved = study.run(tmp_path, quick=True, seeds=1)
+    assert saved["quick"] and saved["pretrain"]["epochs"] == 1 and saved["pretrain"]["images"] == 128
+    assert saved["finetune_epochs"] == 1
+    pre = json.loads((tmp_path / "pretrain" / "config.json").read_text())
+    tuned = json.loads((tmp_path / "simmim_seed0" / "config.json").read_text())
+    assert (pre["epochs"], pre["train_limit"]) == (1, 128) and (tuned["epochs"], tuned["val_limit"]) == (1, 32)
+    assert "1 epochs on 128 unlabelled images" in (tmp_path / "results.md").read_text()
