@@ -496,10 +496,13 @@ def test_ctrl_c_ends_a_run_with_one_line_and_it_resumes(tmp_path):
     from faults import ENV
 
     out = tmp_path / "run"
-    flags = ["--train-limit", "512", "--val-limit", "64", "--epochs", "3", "--batch-size", "64"]
+    # 12 epochs: after the first checkpoint the run must still be training when the signal comes (with 3,
+    # the last two epochs of 512 images could end between the poll and the signal on a fast CPU)
+    flags = ["--train-limit", "512", "--val-limit", "64", "--epochs", "12", "--batch-size", "64"]
     command = train_command(out, flags)
     proc = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for(lambda: (out / "checkpoint-0001.pt.sha256").is_file() or proc.poll() is not None, 300)
+    assert proc.poll() is None, "the run ended before it was interrupted: " + proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
