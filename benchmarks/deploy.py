@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from swinv2 import create_model
-from swinv2.deploy.export import _parity, export_model, onnx_session
+from swinv2.deploy.export import export_model, onnx_session, parity_at
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
         runners[fmt] = _runner(base, path, args.threads)
         if dynamic:
             sizes = [tuple(int(v) for v in hw.split("x")) for hw in args.dynamic_sizes.split(",")]
-            extra = [_parity(model, runners[fmt], b, 0, size) for size in sizes for b in (1, 2, 3)]
+            extra = [parity_at(model, runners[fmt], b, 0, size) for size in sizes for b in (1, 2, 3)]
             parity[fmt]["checks"] += [vars(c) for c in extra]
             print(f"{fmt} at other sizes: " + "; ".join(c.line() for c in extra))
     h = model.cfg.img_size

@@ -39,6 +39,7 @@ from faults import (
     kill_schedule,
     launch_ranks,
     malicious_checkpoint,
+    recipe,
     restart_command,
     run,
     same_run,
@@ -49,7 +50,7 @@ from faults import (
     train_with_kills,
     wait_for,
 )
-from test_reliability import InfGrad, NanLoss, recipe
+from test_reliability import InfGrad, NanLoss
 
 torch.set_num_threads(1)
 

@@ -25,6 +25,25 @@ from PIL import Image
 # torch and building the optimiser), so fewer images shorten these tests without changing what they see.
 TRAIN_FLAGS = ["--train-limit", "768", "--val-limit", "256", "--epochs", "3", "--batch-size", "64"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+TINY = {"embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "cpb_hidden": 32}
+
+
+def recipe(output: Path, **kw):
+    """An in-process run small enough for a test (a shrunk nano model on 256 images), with ``kw`` over it."""
+    from swinv2.train import TrainRecipe
+
+    base = dict(
+        model="swinv2_nano_window7_28",
+        model_overrides=TINY,
+        train_limit=256,
+        val_limit=128,
+        epochs=3,
+        batch_size=32,
+        lr=1.6e-2,
+        warmup_epochs=0.5,
+        output=str(output),
+    )
+    return TrainRecipe(**{**base, **kw})
 
 
 PYTHON_M = (sys.executable, "-m")  # how a command starts: one process, or two ranks under torchrun

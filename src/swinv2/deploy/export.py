@@ -97,7 +97,7 @@ def export_model(
         loaded = torch.export.load(output).module()
         run = lambda x: loaded(x)  # noqa: E731
     sizes = [None, *(DYNAMIC_CHECK_SIZES if dynamic else ())]
-    return [_parity(model, run, b, seed, size) for size in sizes for b in batches]
+    return [parity_at(model, run, b, seed, size) for size in sizes for b in batches]
 
 
 def _program(model: nn.Module, example: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
@@ -177,7 +177,8 @@ def _images(model: nn.Module, batch: int, seed: int, size: tuple[int, int] | Non
 
 
 @torch.no_grad()
-def _parity(model: nn.Module, run, batch: int, seed: int, size: tuple[int, int] | None = None) -> Parity:
+def parity_at(model: nn.Module, run, batch: int, seed: int, size: tuple[int, int] | None = None) -> Parity:
+    """``run`` (an exported model's runner) against ``model`` on one batch of random inputs at ``size``."""
     images = _images(model, batch, seed, size)
     expected = model(images)
     got = torch.as_tensor(run(images))
